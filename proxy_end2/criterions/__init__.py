@@ -1,0 +1,5 @@
+from . import (  # noqa: F401
+    dirichlet_nll_distillation,
+    ensemble_kl_distillation,
+    proxy_dirichlet_distillation,
+)

@@ -1,0 +1,150 @@
+"""Shared plumbing of the distillation criteria (not registered itself).
+
+Each criterion turns the student's logits and the teachers' statistics at the non-pad target positions into
+a per-token loss (a pure function of :mod:`proxy_end2.losses`), sums it, and logs:
+
+* ``loss``: the criterion value per token (or per sentence with ``--sentence-avg``), in **nats**;
+* ``nll_loss`` / ``ppl``: the student's NLL of the batch targets under ``softmax(z)``, in **bits** (fairseq's
+  convention, so ``ppl = 2 ** nll_loss``);
+* ``student_alpha0``: mean student precision ``alpha_0 = sum_k exp(z_k) + K * model_offset``;
+* ``ensemble_mkl``: mean teacher MKL (nats) and ``ensemble_precision``: mean proxy precision
+  ``(K - 1) / (2 MKL + eps)`` of the teachers;
+* ``target_precision``: mean target precision ``B`` of the Proxy-Dirichlet loss (that criterion only).
+
+All statistics are averaged over non-pad target tokens only, and computed in fp32/fp64 whatever the
+training dtype.
+"""
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from omegaconf import II
+from torch import Tensor
+
+from fairseq import utils
+from fairseq.criterions import FairseqCriterion
+from fairseq.dataclass import FairseqDataclass
+from fairseq.logging import metrics
+
+from ..models.prior_transformer import DEFAULT_MODEL_OFFSET
+from ..tasks.translation_distillation import TEACHER_STATS_KEY
+from ..uncertainty import EnsembleStatistics, proxy_precision
+
+#: statistics logged as sums over tokens and reported as per-token means
+TOKEN_MEAN_KEYS = ("student_alpha0", "ensemble_mkl", "ensemble_precision", "target_precision")
+
+
+@dataclass
+class DistillationCriterionConfig(FairseqDataclass):
+    sentence_avg: bool = II("optimization.sentence_avg")
+
+
+def model_offset_of(model) -> float:
+    """The Dirichlet offset ``c`` of ``alpha = exp(z) + c``: the Prior Network's own, 1.0 for other models."""
+    return float(getattr(model, "model_offset", DEFAULT_MODEL_OFFSET))
+
+
+class DistillationCriterion(FairseqCriterion):
+    """Base class: per-token losses from (student logits [N, K], teacher statistics [N, K]) at non-pad tokens."""
+
+    #: the task must run the teacher ensemble and attach its statistics to the sample
+    requires_teachers = True
+
+    def __init__(self, task, sentence_avg: bool):
+        super().__init__(task)
+        self.sentence_avg = sentence_avg
+
+    def token_losses(self, model, logits: Tensor, stats: EnsembleStatistics) -> Tensor:
+        """Per-token loss [N] (nats) from student logits [N, K] and teacher statistics [N, K]."""
+        raise NotImplementedError
+
+    def target_precision(self, stats: EnsembleStatistics) -> Optional[Tensor]:
+        """Per-token precision of the criterion's Dirichlet target [N], if it has one."""
+        return None
+
+    def forward(self, model, sample, reduce=True):
+        stats: Optional[EnsembleStatistics] = sample.get(TEACHER_STATS_KEY)
+        if stats is None:
+            raise ValueError(
+                f"criterion {self.__class__.__name__} needs teacher statistics in the batch: train with "
+                f"--task translation_distillation --teacher-paths teacher1.pt:teacher2.pt:..."
+            )
+        net_output = model(**sample["net_input"])
+        logits = net_output[0]  # B x T x K
+        target = model.get_targets(sample, net_output)  # B x T
+        if stats.log_mean_probs.shape != logits.shape:
+            raise ValueError(
+                f"teacher statistics have shape {tuple(stats.log_mean_probs.shape)} but the student's logits "
+                f"have shape {tuple(logits.shape)}: teachers and student must share the target dictionary"
+            )
+        mask = target.ne(self.padding_idx)  # B x T
+        token_logits = logits[mask]  # N x K
+        token_stats = stats.select(mask)
+        losses = self.token_losses(model, token_logits, token_stats)  # N
+        self._check_finite(losses, token_logits)
+
+        if reduce:
+            loss = losses.sum()
+        else:
+            loss = losses.new_zeros(mask.shape).masked_scatter(mask, losses)  # B x T, 0 at padding
+        ntokens = sample["ntokens"]
+        sample_size = sample["target"].size(0) if self.sentence_avg else ntokens
+        logging_output = {
+            "loss": loss.data if reduce else losses.data.sum(),
+            "ntokens": ntokens,
+            "nsentences": sample["target"].size(0),
+            "sample_size": sample_size,
+        }
+        logging_output.update(self._token_statistics(model, token_logits, token_stats, target[mask]))
+        return loss, sample_size, logging_output
+
+    @torch.no_grad()
+    def _token_statistics(self, model, logits: Tensor, stats: EnsembleStatistics, target: Tensor) -> dict:
+        logits64 = logits.detach().double()
+        num_classes = logits.size(-1)
+        nll = -torch.log_softmax(logits64, dim=-1).gather(-1, target.unsqueeze(-1)).sum()
+        alpha0 = torch.logsumexp(logits64, dim=-1).exp() + num_classes * model_offset_of(model)  # N
+        out = {
+            "nll_loss": nll,
+            "student_alpha0": alpha0.sum(),
+            "ensemble_mkl": stats.mkl().double().sum(),
+            "ensemble_precision": proxy_precision(stats, "mkl").double().sum(),
+        }
+        target_precision = self.target_precision(stats)
+        if target_precision is not None:
+            out["target_precision"] = target_precision.double().sum()
+        return out
+
+    def _check_finite(self, losses: Tensor, logits: Tensor) -> None:
+        if torch.isfinite(losses).all():
+            return
+        if logits.dtype in (torch.float16, torch.bfloat16):
+            # half-precision training: let fairseq's loss scaler see the overflow and skip the step
+            return
+        bad = (~torch.isfinite(losses)).sum().item()
+        raise FloatingPointError(
+            f"{self.__class__.__name__}: non-finite loss at {bad} of {losses.numel()} target tokens; student "
+            f"logits range [{logits.min().item():.4g}, {logits.max().item():.4g}], "
+            f"finite: {bool(torch.isfinite(logits).all())}. Lower the learning rate or use --clip-norm"
+        )
+
+    @classmethod
+    def reduce_metrics(cls, logging_outputs) -> None:
+        loss_sum = sum(log.get("loss", 0) for log in logging_outputs)
+        ntokens = sum(log.get("ntokens", 0) for log in logging_outputs)
+        sample_size = sum(log.get("sample_size", 0) for log in logging_outputs)
+        nll_sum = sum(log.get("nll_loss", 0) for log in logging_outputs)
+        # loss in nats (a KL/Dirichlet criterion, not a cross-entropy); nll in bits like fairseq's CE
+        metrics.log_scalar("loss", utils.item(loss_sum) / max(sample_size, 1), sample_size, round=4)
+        metrics.log_scalar("nll_loss", utils.item(nll_sum) / max(ntokens, 1) / math.log(2), ntokens, round=3)
+        metrics.log_derived("ppl", lambda meters: utils.get_perplexity(meters["nll_loss"].avg))
+        for key in TOKEN_MEAN_KEYS:
+            if any(key in log for log in logging_outputs):
+                total = sum(log.get(key, 0) for log in logging_outputs)
+                metrics.log_scalar(key, utils.item(total) / max(ntokens, 1), ntokens, round=4)
+
+    @staticmethod
+    def logging_outputs_can_be_summed() -> bool:
+        return True

@@ -1,0 +1,1 @@
+from . import prior_transformer  # noqa: F401

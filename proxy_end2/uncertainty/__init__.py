@@ -1,0 +1,41 @@
+"""Pure-torch uncertainty math of ``proxy_end2`` (never imports fairseq).
+
+* :mod:`.ensemble`: streaming sufficient statistics of an ensemble and its uncertainty measures;
+* :mod:`.dirichlet`: Prior-Network (Dirichlet) parametrisation, entropy, KL, density, uncertainty;
+* :mod:`.proxy`: the Proxy-Dirichlet precision of the ensemble.
+"""
+from .dirichlet import (
+    concentration_bounds,
+    dirichlet_concentrations,
+    dirichlet_entropy,
+    dirichlet_kl,
+    dirichlet_log_beta,
+    dirichlet_log_prob,
+    dirichlet_uncertainty,
+)
+from .ensemble import (
+    UNCERTAINTY_KEYS,
+    EnsembleStatistics,
+    EnsembleStatisticsAccumulator,
+    ensemble_statistics,
+    ensemble_uncertainty,
+)
+from .proxy import PRECISION_CHOICES, proxy_precision, proxy_target_precision
+
+__all__ = [
+    "UNCERTAINTY_KEYS",
+    "EnsembleStatistics",
+    "EnsembleStatisticsAccumulator",
+    "ensemble_statistics",
+    "ensemble_uncertainty",
+    "concentration_bounds",
+    "dirichlet_concentrations",
+    "dirichlet_entropy",
+    "dirichlet_kl",
+    "dirichlet_log_beta",
+    "dirichlet_log_prob",
+    "dirichlet_uncertainty",
+    "PRECISION_CHOICES",
+    "proxy_precision",
+    "proxy_target_precision",
+]

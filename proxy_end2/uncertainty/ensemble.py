@@ -1,0 +1,343 @@
+r"""Sufficient statistics and uncertainty measures of an ensemble of categorical predictors.
+
+Pure torch (no fairseq): usable by any classifier whose members produce ``[..., K]`` logits, e.g. the
+next-token distributions of ``M`` translation models (``[B, T, K]``) or ImageNet classifiers (``[B, K]``).
+Classes are always on the last dimension, every leading dimension is a batch dimension, and all
+information measures are in nats (natural logarithms).
+
+For one position with member distributions :math:`p_1, \dots, p_M` over :math:`K` classes and
+:math:`\bar p = \frac1M \sum_m p_m`:
+
+.. math::
+
+    \mathcal{H}[\bar p] &= -\sum_k \bar p_k \ln \bar p_k
+        && \text{(total uncertainty, entropy of expected)} \\
+    \mathrm{ExE} &= \frac1M \sum_m \mathcal{H}[p_m] && \text{(data uncertainty, expected entropy)} \\
+    \mathrm{MI} &= \mathcal{H}[\bar p] - \mathrm{ExE} = \frac1M \sum_m \mathrm{KL}(p_m \,\|\, \bar p)
+        && \text{(knowledge uncertainty, mutual information)} \\
+    \mathrm{MKL} &= \frac1M \sum_m \mathrm{KL}(\bar p \,\|\, p_m)
+        = \sum_k \bar p_k \Big(\ln \bar p_k - \frac1M \sum_m \ln p_{mk}\Big) \\
+    \mathrm{EPKL} &= \frac{1}{M^2} \sum_{m, m'} \mathrm{KL}(p_m \,\|\, p_{m'}) = \mathrm{MI} + \mathrm{MKL}.
+
+All five only need three per-position sufficient statistics, :math:`\ln \bar p`,
+:math:`\frac1M \sum_m \ln p_m` and ExE, which :class:`EnsembleStatisticsAccumulator` builds one member at a
+time, so that a ``[..., M, K]`` tensor never has to exist (with ``K = 40000`` and thousands of tokens per
+batch it would not fit in memory).
+
+References:
+    Malinin, Mlodozeniec & Gales, "Ensemble Distribution Distillation", ICLR 2020,
+    https://arxiv.org/abs/1905.00076.
+    Malinin & Gales, "Uncertainty Estimation in Autoregressive Structured Prediction", ICLR 2021,
+    https://arxiv.org/abs/2002.07650.
+    Ryabinin, Malinin & Gales, "Scaling Ensemble Distribution Distillation to Many Classes with Proxy
+    Targets", NeurIPS 2021, https://arxiv.org/abs/2105.06987.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "UNCERTAINTY_KEYS",
+    "EnsembleStatistics",
+    "EnsembleStatisticsAccumulator",
+    "ensemble_statistics",
+    "ensemble_uncertainty",
+]
+
+UNCERTAINTY_KEYS: tuple[str, ...] = (
+    "entropy_of_expected",
+    "expected_entropy",
+    "mutual_information",
+    "epkl",
+    "mkl",
+)
+"""Names of the token-level uncertainty measures, in the order the dictionaries list them."""
+
+
+def _xlogx_from_log(log_x: Tensor) -> Tensor:
+    r"""Elementwise :math:`x \ln x` from :math:`\ln x`, with the convention :math:`0 \ln 0 = 0`.
+
+    ``exp(-inf) * -inf`` would be NaN; clamping the log at the dtype's most negative finite value makes
+    the product ``0 * (-finfo.max) = 0`` instead, without changing any value whose ``exp`` is non-zero.
+    """
+    return log_x.exp() * log_x.clamp(min=torch.finfo(log_x.dtype).min)
+
+
+@dataclass(frozen=True, eq=False)
+class EnsembleStatistics:
+    r"""Per-position sufficient statistics of an ``M``-member ensemble (all the losses and measures need).
+
+    Attributes:
+        log_mean_probs: ``[..., K]``, :math:`\ln \bar p_k` with :math:`\bar p = \frac1M \sum_m p_m`.
+        mean_log_probs: ``[..., K]``, :math:`\frac1M \sum_m \ln p_{mk}` (``-inf`` only if some member
+            puts exactly zero probability on class ``k``, which needs a ``-inf`` logit).
+        expected_entropy: ``[...]``, :math:`\frac1M \sum_m \mathcal{H}[p_m]` in nats.
+        num_members: ``M >= 1``.
+
+    All tensors share one floating dtype (float32 or float64) and device. The methods return ``[...]``
+    tensors in that dtype.
+
+    Raises:
+        ValueError: if ``num_members < 1`` or the shapes of the three tensors do not agree.
+    """
+
+    log_mean_probs: Tensor  # [..., K]
+    mean_log_probs: Tensor  # [..., K]
+    expected_entropy: Tensor  # [...]
+    num_members: int
+
+    def __post_init__(self) -> None:
+        if self.num_members < 1:
+            raise ValueError(f"num_members must be >= 1, got {self.num_members}")
+        if self.log_mean_probs.dim() < 1:
+            raise ValueError("log_mean_probs must have a class dimension, got a 0-dim tensor")
+        if self.mean_log_probs.shape != self.log_mean_probs.shape:
+            raise ValueError(
+                f"mean_log_probs shape {tuple(self.mean_log_probs.shape)} != "
+                f"log_mean_probs shape {tuple(self.log_mean_probs.shape)}"
+            )
+        if self.expected_entropy.shape != self.log_mean_probs.shape[:-1]:
+            raise ValueError(
+                f"expected_entropy shape {tuple(self.expected_entropy.shape)} != leading shape "
+                f"{tuple(self.log_mean_probs.shape[:-1])} of log_mean_probs"
+            )
+
+    @property
+    def num_classes(self) -> int:
+        """``K``, the size of the class (vocabulary) dimension."""
+        return self.log_mean_probs.shape[-1]
+
+    @property
+    def leading_shape(self) -> torch.Size:
+        """The batch shape ``[...]`` in front of the class dimension."""
+        return self.log_mean_probs.shape[:-1]
+
+    def mean_probs(self) -> Tensor:
+        r""":math:`\bar p`, ``[..., K]``."""
+        return self.log_mean_probs.exp()
+
+    def entropy_of_expected(self) -> Tensor:
+        r"""Total uncertainty :math:`\mathcal{H}[\bar p] = -\sum_k \bar p_k \ln \bar p_k`, ``[...]``, nats.
+
+        Note:
+            Uses :math:`0 \ln 0 = 0`, so a class that every member rules out (``-inf`` logits) adds 0.
+        """
+        return -_xlogx_from_log(self.log_mean_probs).sum(-1)  # [...]
+
+    def mutual_information(self) -> Tensor:
+        r"""Knowledge uncertainty :math:`\mathrm{MI} = \mathcal{H}[\bar p] - \mathrm{ExE} \ge 0`, ``[...]``.
+
+        Note:
+            The difference of two entropies of size up to :math:`\ln K` is exact only to about
+            ``finfo.eps * ln K``; results below zero from that round-off are clamped to 0.
+        """
+        return (self.entropy_of_expected() - self.expected_entropy).clamp(min=0.0)
+
+    def mkl(self) -> Tensor:
+        r"""Mean KL :math:`\frac1M \sum_m \mathrm{KL}(\bar p \| p_m)
+        = \sum_k \bar p_k (\ln \bar p_k - \frac1M \sum_m \ln p_{mk})`, ``[...]``, nats.
+
+        By Jensen's inequality every bracket is :math:`\ge 0`, so the sum is formed term by term (each
+        clamped at 0 against round-off) with no cancellation between classes.
+
+        Note:
+            Classes with :math:`\bar p_k = 0` contribute 0. If some member gives exactly zero probability
+            (a ``-inf`` logit) to a class that another member supports, :math:`\mathrm{KL}(\bar p \| p_m)`
+            is genuinely infinite and so is the result. Finite logits always give a finite value.
+        """
+        log_mean = self.log_mean_probs  # [..., K]
+        gap = (log_mean - self.mean_log_probs).clamp(min=0.0)  # [..., K], >= 0 by Jensen
+        support = log_mean > -math.inf  # [..., K], pbar_k > 0
+        gap = torch.where(support, gap, torch.zeros_like(gap))  # avoid 0 * (nan or inf)
+        return (log_mean.exp() * gap).sum(-1)  # [...]
+
+    def epkl(self) -> Tensor:
+        r"""Expected pairwise KL :math:`\frac{1}{M^2}\sum_{m,m'} \mathrm{KL}(p_m \| p_{m'})
+        = \mathrm{MI} + \mathrm{MKL}`, ``[...]``, nats.
+
+        Note:
+            Inherits the clamp of :meth:`mutual_information`, hence ``epkl >= mkl`` always holds.
+        """
+        return self.mutual_information() + self.mkl()
+
+    def uncertainty(self) -> dict[str, Tensor]:
+        """The five token-level measures of :data:`UNCERTAINTY_KEYS`, each ``[...]`` in nats."""
+        eoe = self.entropy_of_expected()  # [...]
+        mi = (eoe - self.expected_entropy).clamp(min=0.0)  # [...]
+        mkl = self.mkl()  # [...]
+        return {
+            "entropy_of_expected": eoe,
+            "expected_entropy": self.expected_entropy,
+            "mutual_information": mi,
+            "epkl": mi + mkl,
+            "mkl": mkl,
+        }
+
+    def select(self, mask: Tensor) -> EnsembleStatistics:
+        """Keep the positions where ``mask`` is True (e.g. drop padding).
+
+        Args:
+            mask: boolean tensor with exactly the leading shape ``[...]`` of the statistics.
+
+        Returns:
+            Statistics with flattened leading shape ``[N]`` (``N = mask.sum()``): ``[N, K]`` and ``[N]``.
+
+        Raises:
+            ValueError: if ``mask`` is not boolean or its shape differs from the leading shape.
+        """
+        if mask.dtype != torch.bool:
+            raise ValueError(f"mask must be a bool tensor, got dtype {mask.dtype}")
+        if mask.shape != self.leading_shape:
+            raise ValueError(
+                f"mask shape {tuple(mask.shape)} != leading shape {tuple(self.leading_shape)} of the statistics"
+            )
+        return EnsembleStatistics(
+            log_mean_probs=self.log_mean_probs[mask],  # [N, K]
+            mean_log_probs=self.mean_log_probs[mask],  # [N, K]
+            expected_entropy=self.expected_entropy[mask],  # [N]
+            num_members=self.num_members,
+        )
+
+
+class EnsembleStatisticsAccumulator:
+    r"""Builds :class:`EnsembleStatistics` one member at a time.
+
+    Memory is :math:`O(\prod(\text{leading}) \cdot K)`, independent of ``M``: members are never stacked.
+    Each member is normalised with ``log_softmax`` in ``dtype`` and folded into
+
+    .. math::
+
+        \ln S_k = \operatorname{logaddexp}(\ln S_k, \ln p_{mk}) \;(S = \textstyle\sum_m p_m),\qquad
+        \textstyle\sum_m \ln p_{mk}, \qquad \textstyle\sum_m \sum_k p_{mk} \ln p_{mk},
+
+    so :math:`\ln \bar p = \ln S - \ln M` keeps full relative precision even for probabilities that
+    underflow (``exp`` is never taken before the logarithm).
+
+    Args:
+        dtype: floating dtype of the accumulation and of the statistics (default float32).
+
+    Example:
+        >>> acc = EnsembleStatisticsAccumulator()
+        >>> for logits in (torch.zeros(2, 3), torch.zeros(2, 3)):
+        ...     acc.add(logits)
+        >>> acc.finalize().mutual_information()
+        tensor([0., 0.])
+    """
+
+    def __init__(self, dtype: torch.dtype = torch.float32) -> None:
+        if not dtype.is_floating_point:
+            raise ValueError(f"dtype must be a floating point dtype, got {dtype}")
+        self.dtype = dtype
+        self._num_members = 0
+        self._shape: torch.Size | None = None
+        self._log_sum_probs: Tensor | None = None  # [..., K], ln sum_m p_m
+        self._sum_log_probs: Tensor | None = None  # [..., K], sum_m ln p_m
+        self._sum_neg_entropy: Tensor | None = None  # [...], sum_m sum_k p ln p
+
+    @property
+    def num_members(self) -> int:
+        """Number of members added so far."""
+        return self._num_members
+
+    def add(self, member_logits: Tensor) -> None:
+        """Fold in one member.
+
+        Args:
+            member_logits: ``[..., K]`` logits or log-probabilities of ONE member (``log_softmax`` is
+                idempotent), any floating dtype (fp16/bf16 are upcast to ``self.dtype`` first).
+
+        Raises:
+            ValueError: if the tensor is not floating point, has no class dimension, or its shape differs
+                from the first member's (checked here, because broadcasting would otherwise hide it).
+        """
+        if not member_logits.is_floating_point():
+            raise ValueError(f"member logits must be a floating point tensor, got dtype {member_logits.dtype}")
+        if member_logits.dim() < 1:
+            raise ValueError("member logits must have a class dimension [..., K], got a 0-dim tensor")
+        if self._shape is not None and member_logits.shape != self._shape:
+            raise ValueError(
+                f"member {self._num_members} has shape {tuple(member_logits.shape)}, expected "
+                f"{tuple(self._shape)} like the first member"
+            )
+        log_probs = torch.log_softmax(member_logits.to(self.dtype), dim=-1)  # [..., K]
+        neg_entropy = _xlogx_from_log(log_probs).sum(-1)  # [...], sum_k p ln p <= 0
+        if self._num_members == 0:
+            self._shape = member_logits.shape
+            self._log_sum_probs = log_probs
+            self._sum_log_probs = log_probs
+            self._sum_neg_entropy = neg_entropy
+        else:
+            self._log_sum_probs = torch.logaddexp(self._log_sum_probs, log_probs)  # [..., K]
+            self._sum_log_probs = self._sum_log_probs + log_probs  # [..., K]
+            self._sum_neg_entropy = self._sum_neg_entropy + neg_entropy  # [...]
+        self._num_members += 1
+
+    def finalize(self) -> EnsembleStatistics:
+        """Return the statistics of the members added so far (the accumulator stays usable).
+
+        Raises:
+            ValueError: if no member was added.
+        """
+        if self._num_members == 0:
+            raise ValueError("cannot finalize ensemble statistics: no member was added (M = 0, expected M >= 1)")
+        m = self._num_members
+        return EnsembleStatistics(
+            log_mean_probs=self._log_sum_probs - math.log(m),  # [..., K]
+            mean_log_probs=self._sum_log_probs / m,  # [..., K]
+            expected_entropy=-self._sum_neg_entropy / m,  # [...]
+            num_members=m,
+        )
+
+
+def ensemble_statistics(member_logits: Tensor, dtype: torch.dtype | None = None) -> EnsembleStatistics:
+    """Statistics of a stacked ensemble, members on dimension ``-2``.
+
+    Same code path as streaming: the members are fed one by one to :class:`EnsembleStatisticsAccumulator`.
+
+    Args:
+        member_logits: ``[..., M, K]`` logits or log-probabilities of the ``M`` members.
+        dtype: accumulation dtype. Default: float64 for float64 input, float32 otherwise (fp16, bf16,
+            float32), so half-precision teachers still give float32 statistics.
+
+    Returns:
+        :class:`EnsembleStatistics` with leading shape ``[...]``.
+
+    Raises:
+        ValueError: if the input has fewer than 2 dimensions or ``M < 1``.
+    """
+    if member_logits.dim() < 2:
+        raise ValueError(
+            f"member logits must be [..., M, K] (at least 2 dims), got shape {tuple(member_logits.shape)}"
+        )
+    num_members = member_logits.shape[-2]
+    if num_members < 1:
+        raise ValueError(f"need at least one member (M >= 1), got M = {num_members}")
+    if dtype is None:
+        dtype = torch.float64 if member_logits.dtype == torch.float64 else torch.float32
+    acc = EnsembleStatisticsAccumulator(dtype=dtype)
+    for m in range(num_members):
+        acc.add(member_logits.select(-2, m))  # [..., K]
+    return acc.finalize()
+
+
+def ensemble_uncertainty(member_log_probs: Tensor) -> dict[str, Tensor]:
+    r"""Token-level uncertainty of an ensemble: the five measures of :data:`UNCERTAINTY_KEYS`.
+
+    .. math::
+
+        \mathcal{H}[\bar p] = \mathrm{ExE} + \mathrm{MI}, \qquad \mathrm{EPKL} = \mathrm{MI} + \mathrm{MKL}.
+
+    Args:
+        member_log_probs: ``[..., M, K]`` member log-probabilities (logits are accepted too).
+
+    Returns:
+        dict ``name -> [...]`` tensor, nats, float32 (float64 for float64 input).
+
+    Note:
+        MI is clamped at 0 against round-off; see :class:`EnsembleStatistics`.
+    """
+    return ensemble_statistics(member_log_probs).uncertainty()

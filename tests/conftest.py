@@ -1,0 +1,78 @@
+"""Shared fixtures: tiny synthetic parallel data, binarised with the real fairseq-preprocess, and helpers
+to run the real fairseq command lines (``python -m fairseq_cli.X``) in this interpreter's environment."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import List, Sequence
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+USER_DIR = str(REPO_ROOT / "proxy_end2")
+SRC, TGT = "src", "tgt"
+
+
+def run_fairseq(cli: str, args: Sequence[str], log_path: Path, env_extra: dict | None = None) -> str:
+    """Run ``python -m fairseq_cli.<cli> ARGS``; return its combined output, fail with the log tail on error."""
+    env = dict(os.environ, PYTHONHASHSEED="0", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env.update(env_extra or {})
+    cmd: List[str] = [sys.executable, "-m", f"fairseq_cli.{cli}", *map(str, args)]
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    log_path.write_text(" ".join(cmd) + "\n" + proc.stdout)
+    if proc.returncode != 0:
+        raise AssertionError(f"fairseq-{cli} failed (exit {proc.returncode}); log {log_path}:\n{proc.stdout[-4000:]}")
+    return proc.stdout
+
+
+def make_binarised_data(root: Path, vocab_size: int = 40, seed: int = 1, sizes=None) -> Path:
+    """Synthetic En->De-like data (see proxy_end2.data.synthetic) binarised by fairseq-preprocess."""
+    from proxy_end2.data.synthetic import SyntheticLanguagePair, write_parallel_splits
+
+    sizes = sizes or {"train": 2000, "valid": 100, "test": 60}
+    raw = root / "raw"
+    pair = SyntheticLanguagePair(vocab_size=vocab_size, ambiguity=0.2, seed=seed)
+    prefixes = write_parallel_splits(str(raw), pair, sizes, src=SRC, tgt=TGT, seed=seed)
+    destdir = root / "bin"
+    run_fairseq(
+        "preprocess",
+        ["--source-lang", SRC, "--target-lang", TGT, "--destdir", destdir, "--workers", "1"]
+        + [a for split, flag in (("train", "--trainpref"), ("valid", "--validpref"), ("test", "--testpref"))
+           if split in prefixes for a in (flag, prefixes[split])],
+        root / "preprocess.log",
+    )
+    return destdir
+
+
+def teacher_train_args(data: Path, save_dir: Path, seed: int, max_epoch: int = 15, extra=()) -> List[str]:
+    """fairseq-train flags for a tiny Transformer teacher (about 20 s for 15 epochs on 2 CPU cores)."""
+    return [
+        data, "--task", "translation", "-s", SRC, "-t", TGT, "--arch", "transformer_tiny",
+        "--share-decoder-input-output-embed", "--optimizer", "adam", "--lr", "0.005",
+        "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "100", "--max-tokens", "512",
+        "--max-epoch", str(max_epoch), "--criterion", "label_smoothed_cross_entropy",
+        "--label-smoothing", "0.1", "--dropout", "0.1", "--save-dir", save_dir, "--seed", str(seed),
+        "--no-epoch-checkpoints", "--required-batch-size-multiple", "1", "--num-workers", "0",
+        "--log-format", "json", "--log-interval", "1000", "--cpu", *extra,
+    ]
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """Binarised synthetic data: 40 source words, 2000/100/60 train/valid/test sentences."""
+    return make_binarised_data(tmp_path_factory.mktemp("tiny_data"))
+
+
+@pytest.fixture(scope="session")
+def quick_teachers(tiny_data, tmp_path_factory) -> List[Path]:
+    """Two barely trained teacher checkpoints (one update each, different seeds): real files, fast."""
+    root = tmp_path_factory.mktemp("quick_teachers")
+    paths = []
+    for seed in (1, 2):
+        save_dir = root / f"teacher{seed}"
+        run_fairseq("train", teacher_train_args(tiny_data, save_dir, seed, extra=["--max-update", "1"]),
+                    root / f"teacher{seed}.log")
+        paths.append(save_dir / "checkpoint_last.pt")
+    return paths

@@ -1,0 +1,170 @@
+"""The teacher ensemble and the translation_distillation task, on real (barely trained) fairseq checkpoints."""
+import copy
+
+import pytest
+import torch
+
+from fairseq import checkpoint_utils
+from fairseq.tasks import TASK_REGISTRY
+
+from conftest import make_binarised_data, run_fairseq, teacher_train_args
+from fairseq_helpers import build_cfg, build_task_and_model
+from proxy_end2.tasks.translation_distillation import TEACHER_STATS_KEY, TranslationDistillationTask
+from proxy_end2.teachers import TeacherCheckpointError, TeacherEnsemble
+from proxy_end2.uncertainty import ensemble_statistics
+
+
+def _task_cfg(data, teachers, *extra):
+    args = ["--task", "translation_distillation", "--arch", "prior_transformer_tiny",
+            "--criterion", "proxy_dirichlet_distillation"]
+    if teachers:
+        args += ["--teacher-paths", ":".join(map(str, teachers))]
+    return build_cfg(data, args + list(extra))
+
+
+def _batch(task, split="valid"):
+    task.load_dataset(split)
+    itr = task.get_batch_iterator(task.dataset(split), max_sentences=4, required_batch_size_multiple=1)
+    return next(itr.next_epoch_itr(shuffle=False))
+
+
+def test_task_registered():
+    assert TASK_REGISTRY["translation_distillation"] is TranslationDistillationTask
+
+
+def test_streamed_statistics_equal_stacked_member_outputs(tiny_data, quick_teachers):
+    cfg = _task_cfg(tiny_data, quick_teachers)
+    from fairseq import tasks
+
+    task = tasks.setup_task(cfg.task)
+    teachers = TeacherEnsemble.load([str(p) for p in quick_teachers], task)
+    assert len(teachers) == 2
+    for member in teachers.members:
+        assert not member.training
+        assert all(not p.requires_grad for p in member.parameters())
+    sample = _batch(task)
+    stats = teachers.statistics(sample["net_input"])
+    # independent path: fairseq's own loader, each member run separately, then stacked on dim -2
+    models, _ = checkpoint_utils.load_model_ensemble([str(p) for p in quick_teachers], task=task)
+    with torch.no_grad():
+        stacked = torch.stack([m.eval()(**sample["net_input"])[0] for m in models], dim=-2)  # B x T x M x K
+    expected = ensemble_statistics(stacked)
+    torch.testing.assert_close(stats.log_mean_probs, expected.log_mean_probs, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(stats.mkl(), expected.mkl(), rtol=1e-4, atol=1e-6)
+    assert stats.log_mean_probs.shape[:2] == sample["target"].shape
+
+
+def test_half_precision_teachers_give_fp32_statistics(tiny_data, quick_teachers):
+    from fairseq import tasks
+
+    task = tasks.setup_task(_task_cfg(tiny_data, quick_teachers).task)
+    sample = _batch(task)
+    full = TeacherEnsemble.load([str(p) for p in quick_teachers], task).statistics(sample["net_input"])
+    half = TeacherEnsemble.load([str(p) for p in quick_teachers], task, dtype="bf16")
+    assert all(p.dtype == torch.bfloat16 for m in half.members for p in m.parameters())
+    stats = half.statistics(sample["net_input"])
+    assert stats.log_mean_probs.dtype == torch.float32
+    # bf16 has 8 bits of mantissa: logits of magnitude ~5 are off by ~0.02
+    torch.testing.assert_close(stats.mean_probs(), full.mean_probs(), rtol=0, atol=0.03)
+
+
+def test_missing_teacher_checkpoint(tiny_data, quick_teachers, tmp_path):
+    from fairseq import tasks
+
+    cfg = _task_cfg(tiny_data, [quick_teachers[0], tmp_path / "nope.pt"])
+    task = tasks.setup_task(cfg.task)
+    with pytest.raises(FileNotFoundError, match="nope.pt"):
+        task.build_criterion(cfg.criterion)
+
+
+def test_criterion_without_teachers_is_a_clear_error(tiny_data):
+    from fairseq import tasks
+
+    cfg = _task_cfg(tiny_data, [])
+    task = tasks.setup_task(cfg.task)
+    with pytest.raises(ValueError, match="--teacher-paths"):
+        task.build_criterion(cfg.criterion)
+
+
+@pytest.fixture(scope="module")
+def foreign_teacher(tmp_path_factory):
+    """A teacher trained on other data: same number of words, other symbols."""
+    root = tmp_path_factory.mktemp("foreign")
+    data = make_binarised_data(root, vocab_size=40, seed=7)
+    run_fairseq("train", teacher_train_args(data, root / "t", 1, extra=["--max-update", "1"]), root / "t.log")
+    return data, root / "t" / "checkpoint_last.pt"
+
+
+def test_teacher_with_other_dictionary_is_rejected_before_training(tiny_data, quick_teachers, foreign_teacher):
+    from fairseq import tasks
+
+    _, foreign = foreign_teacher
+    cfg = _task_cfg(tiny_data, [quick_teachers[0], foreign])
+    task = tasks.setup_task(cfg.task)
+    with pytest.raises(TeacherCheckpointError, match="dictionary"):
+        task.build_criterion(cfg.criterion)
+
+
+def test_teacher_with_other_vocabulary_size_is_rejected(tiny_data, quick_teachers, tmp_path):
+    from fairseq import tasks
+
+    state = torch.load(quick_teachers[0], weights_only=True)
+    bad = copy.deepcopy(state)
+    w = bad["model"]["decoder.embed_tokens.weight"]
+    bad["model"]["decoder.embed_tokens.weight"] = torch.cat([w, w[:3]])
+    bad["model"]["decoder.output_projection.weight"] = bad["model"]["decoder.embed_tokens.weight"]
+    bad["cfg"]["task"]["data"] = str(tmp_path / "gone")  # dictionary files unreadable: size check only
+    path = tmp_path / "bigger_vocab.pt"
+    torch.save(bad, path)
+    cfg = _task_cfg(tiny_data, [path])
+    task = tasks.setup_task(cfg.task)
+    with pytest.raises(TeacherCheckpointError, match="target classes"):
+        task.build_criterion(cfg.criterion)
+
+
+def test_train_step_attaches_statistics_and_keeps_teachers_out_of_the_student(tiny_data, quick_teachers):
+    from fairseq import tasks
+
+    cfg = _task_cfg(tiny_data, quick_teachers)
+    task = tasks.setup_task(cfg.task)
+    model = task.build_model(cfg.model)
+    criterion = task.build_criterion(cfg.criterion)
+    assert task.teachers is not None and len(task.teachers) == 2
+    teacher_params = {id(p) for m in task.teachers.members for p in m.parameters()}
+    assert not teacher_params & {id(p) for p in model.parameters()}
+    assert not teacher_params & {id(p) for p in criterion.parameters()}
+    assert not any("teacher" in k for k in model.state_dict())
+
+    sample = _batch(task, "train")
+    keys_before = set(sample)
+    seen = {}
+    original_forward = criterion.forward
+
+    def spy(model, sample, reduce=True):
+        seen["stats"] = sample[TEACHER_STATS_KEY]
+        return original_forward(model, sample, reduce)
+
+    criterion.forward = spy
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+
+    class _Opt:  # the three methods FairseqTask.train_step uses
+        def backward(self, loss):
+            loss.backward()
+
+    loss, sample_size, log = task.train_step(sample, model, criterion, _Opt(), update_num=0)
+    assert set(sample) == keys_before, "the caller's batch must not be mutated"
+    assert seen["stats"].log_mean_probs.shape[:2] == sample["target"].shape
+    assert torch.isfinite(loss) and sample_size == sample["ntokens"]
+    assert all(p.grad is None for m in task.teachers.members for p in m.parameters())
+    assert any(p.grad is not None for p in model.parameters())
+    del optimizer
+
+    loss_v, _, _ = task.valid_step(_batch(task), model, criterion)
+    assert torch.isfinite(loss_v)
+
+
+def test_student_builds_and_generates_without_teachers(tiny_data):
+    """Generation-time task setup must not need --teacher-paths."""
+    _, task, model = build_task_and_model(tiny_data, ["--task", "translation_distillation",
+                                                      "--arch", "prior_transformer_tiny"])
+    assert task.teachers is None
