@@ -26,7 +26,7 @@ setup(
         "matplotlib",
     ],
     extras_require={"test": ["pytest>=7", "pytest-timeout"]},
-    entry_points={"console_scripts": []},
+    entry_points={"console_scripts": ["proxy-end2-evaluate = proxy_end2.evaluation.cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3.11",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",

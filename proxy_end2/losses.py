@@ -23,6 +23,7 @@ References:
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -34,8 +35,6 @@ from .uncertainty.dirichlet import (
     _lgamma_stirling_remainder,
     _x_trigamma_minus_one,
     concentration_bounds,
-    dirichlet_concentrations,
-    dirichlet_log_prob,
 )
 from .uncertainty.ensemble import EnsembleStatistics, ensemble_statistics
 from .uncertainty.proxy import proxy_target_precision
@@ -98,18 +97,88 @@ def _check_model_offset(model_offset: float) -> None:
 
 
 # ------------------------------------------------------------------------------------------------------
-# Proxy-Dirichlet reverse KL
+# Float64 row-wise losses with analytic backward
 # ------------------------------------------------------------------------------------------------------
-_CHUNK_ELEMENTS = 1 << 22  # float64 temporaries of the proxy loss are computed on <= 4M elements (32 MB) at a time
+_CHUNK_ELEMENTS = 1 << 24  # float64 temporaries are computed on <= 16M elements (128 MB) at a time
 
 
-def _proxy_terms(logits: Tensor, log_mean_probs: Tensor, model_offset: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Shared float64 preparation of forward and backward: ``e = exp(clamped z)``, ``alpha``, ``alpha_0``
-    (keepdim) and ``pbar``."""
+def _alphas_f64(logits: Tensor, model_offset: float) -> tuple[Tensor, Tensor, Tensor]:
+    """``e = exp(clamped z)``, ``alpha = e + c`` ``[n, K]`` and ``alpha_0`` ``[n, 1]`` in float64, clamped
+    like :func:`~proxy_end2.uncertainty.dirichlet_concentrations`."""
     lo, hi = concentration_bounds(logits.shape[-1], torch.float64)
     e = logits.to(torch.float64).clamp(min=lo, max=hi).exp()  # [n, K], exp(z_k) = alpha_k - c
     alphas = e + model_offset  # [n, K]
-    a0 = alphas.sum(-1, keepdim=True)  # [n, 1]
+    return e, alphas, alphas.sum(-1, keepdim=True)
+
+
+def _inside_clamp(logits: Tensor) -> Tensor:
+    """``[n, K]`` bool: where the clamp of :func:`_alphas_f64` is inactive (its derivative is 1)."""
+    lo, hi = concentration_bounds(logits.shape[-1], torch.float64)
+    z = logits.to(torch.float64)
+    return (z >= lo) & (z <= hi)
+
+
+def _row_chunks(num_rows: int, num_classes: int) -> list[slice]:
+    rows = max(1, _CHUNK_ELEMENTS // max(1, num_classes))
+    return [slice(i, min(i + rows, num_rows)) for i in range(0, num_rows, rows)]
+
+
+class _RowwiseLoss(torch.autograd.Function):
+    """A per-position loss ``C(z; target)`` with an analytic backward, evaluated in float64 on chunks of rows.
+
+    ``value_fn(z, target, extra, *scalars) -> [n]`` and ``grad_fn(z, target, extra, *scalars) -> [n, K]``
+    (float64, ``dC/dz``) work on chunks of rows (``z``, ``target``: ``[n, K]``; ``extra``: ``[n]`` or None).
+    Saved for backward: the student logits (input dtype), the teacher-side ``[..., K]`` target tensor that
+    the statistics already hold and the optional ``[...]`` extra (e.g. the precision ``B``): no
+    float64 ``[..., K]`` tensor outlives the forward, and the float64 temporaries of both passes are
+    bounded by ``_CHUNK_ELEMENTS`` elements whatever ``prod(leading) * K`` is. No gradient flows to the
+    teacher side (the target is a constant).
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx,
+        value_fn: Callable[..., Tensor],
+        grad_fn: Callable[..., Tensor],
+        logits: Tensor,
+        target: Tensor,
+        row_extra: Tensor | None,
+        *scalars: float,
+    ) -> Tensor:
+        ctx.save_for_backward(logits, target, row_extra)
+        ctx.grad_fn, ctx.scalars = grad_fn, scalars
+        k = logits.shape[-1]
+        z, tgt = logits.reshape(-1, k), target.reshape(-1, k)  # [N, K]
+        extra = None if row_extra is None else row_extra.reshape(-1)  # [N]
+        value = torch.empty(z.shape[0], dtype=torch.float64, device=logits.device)  # [N]
+        for rows in _row_chunks(z.shape[0], k):
+            value[rows] = value_fn(z[rows], tgt[rows], None if extra is None else extra[rows], *scalars)
+        return value.reshape(logits.shape[:-1])  # [...]
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad_output: Tensor):  # type: ignore[override]
+        logits, target, row_extra = ctx.saved_tensors
+        no_grads = (None,) * (5 + len(ctx.scalars))
+        if not ctx.needs_input_grad[2]:
+            return no_grads
+        k = logits.shape[-1]
+        z, tgt = logits.reshape(-1, k), target.reshape(-1, k)  # [N, K]
+        extra = None if row_extra is None else row_extra.reshape(-1)  # [N]
+        upstream = grad_output.to(torch.float64).reshape(-1, 1)  # [N, 1]
+        grad = torch.empty_like(z)  # [N, K], in the logits' dtype
+        for rows in _row_chunks(z.shape[0], k):
+            local = ctx.grad_fn(z[rows], tgt[rows], None if extra is None else extra[rows], *ctx.scalars)
+            grad[rows] = (upstream[rows] * local).to(grad.dtype)
+        return (None, None, grad.reshape(logits.shape)) + no_grads[3:]
+
+
+# ------------------------------------------------------------------------------------------------------
+# Proxy-Dirichlet reverse KL
+# ------------------------------------------------------------------------------------------------------
+def _proxy_terms(logits: Tensor, log_mean_probs: Tensor, model_offset: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Shared float64 preparation of forward and backward: ``e``, ``alpha``, ``alpha_0`` and ``pbar``."""
+    e, alphas, a0 = _alphas_f64(logits, model_offset)
     pbar = log_mean_probs.to(torch.float64).exp()  # [n, K]
     return e, alphas, a0, pbar
 
@@ -157,7 +226,6 @@ def _proxy_grad(logits: Tensor, log_mean_probs: Tensor, precision: Tensor, model
     float32 round-off) makes this the exact derivative of the computed forward value.
     """
     k = logits.shape[-1]
-    lo, hi = concentration_bounds(k, torch.float64)
     e, alphas, a0, pbar = _proxy_terms(logits, log_mean_probs, model_offset)
     t = _x_trigamma_minus_one(alphas)  # [n, K]
     t0 = _x_trigamma_minus_one(a0)  # [n, 1]
@@ -165,60 +233,7 @@ def _proxy_grad(logits: Tensor, log_mean_probs: Tensor, precision: Tensor, model
     trigamma0 = (1.0 + t0) / a0  # [n, 1], psi'(alpha_0)
     mass = pbar.sum(-1, keepdim=True)  # [n, 1], S
     grad_alpha = (t - t0 - trigamma + k * trigamma0) / precision.unsqueeze(-1) - pbar * trigamma + mass * trigamma0
-    z = logits.to(torch.float64)
-    inside = (z >= lo) & (z <= hi)  # [n, K], where d clamp(z) / dz = 1
-    return torch.where(inside, e * grad_alpha, torch.zeros_like(grad_alpha))  # [n, K]
-
-
-def _row_chunks(num_rows: int, num_classes: int) -> list[slice]:
-    rows = max(1, _CHUNK_ELEMENTS // max(1, num_classes))
-    return [slice(i, min(i + rows, num_rows)) for i in range(0, num_rows, rows)]
-
-
-class _ProxyDirichletLoss(torch.autograd.Function):
-    """Proxy-Dirichlet RKL with its analytic backward.
-
-    Saves only the student logits (input dtype), the teacher's ``ln pbar`` (already held by the statistics)
-    and ``B`` (``[...]``): no float64 ``[..., K]`` tensor outlives the forward; the backward recomputes
-    what it needs. Both passes work on chunks of rows, so their float64 temporaries are bounded by
-    ``_CHUNK_ELEMENTS`` elements each, whatever ``prod(leading) * K`` is. No gradient flows to the teacher
-    statistics (the target is a constant).
-    """
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: torch.autograd.function.FunctionCtx,
-        logits: Tensor,
-        log_mean_probs: Tensor,
-        precision: Tensor,
-        model_offset: float,
-    ) -> Tensor:
-        ctx.save_for_backward(logits, log_mean_probs, precision)
-        ctx.model_offset = model_offset
-        k = logits.shape[-1]
-        z = logits.reshape(-1, k)  # [N, K]
-        lmp = log_mean_probs.reshape(-1, k)  # [N, K]
-        b = precision.reshape(-1)  # [N]
-        value = torch.empty(z.shape[0], dtype=torch.float64, device=logits.device)  # [N]
-        for rows in _row_chunks(z.shape[0], k):
-            value[rows] = _proxy_value(z[rows], lmp[rows], b[rows], model_offset)
-        return value.reshape(logits.shape[:-1])  # [...]
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad_output: Tensor):  # type: ignore[override]
-        logits, log_mean_probs, precision = ctx.saved_tensors
-        if not ctx.needs_input_grad[0]:
-            return None, None, None, None
-        k = logits.shape[-1]
-        z = logits.reshape(-1, k)  # [N, K]
-        lmp = log_mean_probs.reshape(-1, k)  # [N, K]
-        b = precision.reshape(-1)  # [N]
-        upstream = grad_output.to(torch.float64).reshape(-1, 1)  # [N, 1]
-        grad = torch.empty_like(z)  # [N, K], in the logits' dtype
-        for rows in _row_chunks(z.shape[0], k):
-            grad[rows] = (upstream[rows] * _proxy_grad(z[rows], lmp[rows], b[rows], ctx.model_offset)).to(grad.dtype)
-        return grad.reshape(logits.shape), None, None, None
+    return torch.where(_inside_clamp(logits), e * grad_alpha, torch.zeros_like(grad_alpha))  # [n, K]
 
 
 def proxy_dirichlet_loss_from_stats(
@@ -229,15 +244,17 @@ def proxy_dirichlet_loss_from_stats(
     precision: str = "mkl",
     eps: float = _FLOAT32_EPS,
 ) -> Tensor:
-    r"""Proxy-Dirichlet reverse-KL loss per position (Ryabinin et al. 2021, eq. 9), nats.
+    r"""Proxy-Dirichlet reverse-KL loss per position (Ryabinin et al. 2021), nats.
 
     .. math::
 
-        \alpha_k = e^{z_k} + c, \qquad B = \hat\beta + K t, \qquad
-        C(z) = -\sum_k \bar p_k\big[\psi(\alpha_k) - \psi(\alpha_0)\big] - \frac{\mathcal{H}[\mathrm{Dir}(\alpha)]}{B}
-             = \frac{1}{B}\,\mathrm{KL}\big(\mathrm{Dir}(\alpha) \,\big\|\, \mathrm{Dir}(B\bar p + 1)\big) + \text{const},
+        C(z) &= -\sum_k \bar p_k\big[\psi(\alpha_k) - \psi(\alpha_0)\big]
+                - \frac{\mathcal{H}[\mathrm{Dir}(\alpha)]}{B} \\
+             &= \frac{1}{B}\,\mathrm{KL}\big(\mathrm{Dir}(\alpha) \,\big\|\, \mathrm{Dir}(B\bar p + 1)\big)
+                + \text{const},
 
-    the first term being the expected NLL of :math:`\bar p` under :math:`\mathrm{Dir}(\alpha)`. The unique
+    with :math:`\alpha_k = e^{z_k} + c` and :math:`B = \hat\beta + K t`, the first term being the expected
+    NLL of :math:`\bar p` under :math:`\mathrm{Dir}(\alpha)`. The unique
     stationary point is :math:`\alpha_k = B\bar p_k + 1`; with :math:`c = 1`, :math:`e^{z_k} = B\bar p_k`,
     i.e. :math:`\mathrm{softmax}(z) = \bar p` and :math:`\alpha_0 = \hat\beta + Kt + K`.
 
@@ -261,8 +278,11 @@ def proxy_dirichlet_loss_from_stats(
         ``1e-16 * ln(alpha_0)``, also for :math:`\alpha_0 \gg B` (large student logits), where the textbook
         ``lgamma`` form is off by :math:`10^{-16}\alpha_0\ln\alpha_0 / B`. Logits are clamped as in
         :func:`~proxy_end2.uncertainty.dirichlet_concentrations` (float64 bounds, inactive for
-        ``|z| < 354``). Finite logits and finite statistics give finite values and gradients; fp16 logits
-        can still receive a gradient too large for fp16 when :math:`\alpha_k \gg B` (loss scaling's job).
+        ``|z| < 354``). Finite logits and finite statistics give finite values and gradients. For
+        ``model_offset >= 1`` the gradient is bounded, :math:`|\partial C/\partial z_k| \le 2.3 +
+        1.3 (K + 2)/B`, whatever the logits (each term of :func:`_proxy_grad` times :math:`e^{z_k}` is
+        bounded, using :math:`x\psi'(x+1) < 1` and :math:`x\psi'(x) \le \pi^2/6` for :math:`x \ge 1`),
+        so fp16 logits are safe.
 
     Raises:
         ValueError: on shape/class mismatches, bad ``precision``, negative offsets or ``eps <= 0``.
@@ -270,8 +290,15 @@ def proxy_dirichlet_loss_from_stats(
     _check_student_stats(student_logits, stats)
     _check_model_offset(model_offset)
     target_precision = proxy_target_precision(stats, precision=precision, target_offset=target_offset, eps=eps)
-    return _ProxyDirichletLoss.apply(
-        student_logits, stats.log_mean_probs, target_precision.detach(), float(model_offset)
+    return _proxy_loss_given_precision(student_logits, stats.log_mean_probs, target_precision, model_offset)
+
+
+def _proxy_loss_given_precision(
+    student_logits: Tensor, log_mean_probs: Tensor, target_precision: Tensor, model_offset: float
+) -> Tensor:
+    """The proxy loss for an explicit ``B`` ``[...]`` (float64) instead of one estimated from statistics."""
+    return _RowwiseLoss.apply(
+        _proxy_value, _proxy_grad, student_logits, log_mean_probs, target_precision.detach(), float(model_offset)
     )
 
 
@@ -309,6 +336,48 @@ def proxy_dirichlet_loss(
 # ------------------------------------------------------------------------------------------------------
 # EnD^2: Dirichlet negative log-likelihood of the members
 # ------------------------------------------------------------------------------------------------------
+def _nll_terms(logits: Tensor, mean_log_probs: Tensor, model_offset: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``e = exp(clamped z)``, ``alpha``, ``alpha_0`` (keepdim) and ``g = mean_m ln p_m`` with
+    ``(alpha_k - 1) g_k = 0`` where ``alpha_k = 1`` (float64, ``[n, K]``)."""
+    e, alphas, a0 = _alphas_f64(logits, model_offset)
+    g = mean_log_probs.to(torch.float64)  # [n, K]
+    g = torch.where(alphas == 1.0, torch.zeros_like(g), g)  # 0 * ln 0 = 0
+    return e, alphas, a0, g
+
+
+def _nll_value(logits: Tensor, mean_log_probs: Tensor, _: None, model_offset: float) -> Tensor:
+    r"""EnD\ :sup:`2` value for a chunk of rows, float64 ``[n]``: Stirling-form ``ln B(alpha)`` (see
+    :func:`~proxy_end2.uncertainty.dirichlet_log_beta`) minus :math:`\sum_k (\alpha_k - 1) g_k`,
+
+    .. math::
+
+        C = \sum_k \big[(\alpha_k - 1)(\ln\mu_k - g_k) + \tfrac12 \ln\mu_k\big]
+            - \frac{K-1}{2}(\ln\alpha_0 - \ln 2\pi) + \sum_k \phi(\alpha_k) - \phi(\alpha_0).
+    """
+    k = logits.shape[-1]
+    e, alphas, a0, g = _nll_terms(logits, mean_log_probs, model_offset)
+    log_a0 = torch.log(a0)  # [n, 1]
+    log_mu = torch.log(alphas) - log_a0  # [n, K]
+    # (alpha_k - 1/2) ln mu_k - (alpha_k - 1) g_k, grouped per class: the alpha_k-sized parts cancel
+    # inside each class instead of between two alpha_0 ln alpha_0-sized sums
+    per_class = (e + (model_offset - 1.0)) * (log_mu - g) + 0.5 * log_mu  # [n, K]
+    return (
+        per_class.sum(-1)
+        - 0.5 * (k - 1) * (log_a0.squeeze(-1) - _LN_2PI)
+        + _lgamma_stirling_remainder(alphas).sum(-1)
+        - _lgamma_stirling_remainder(a0).squeeze(-1)
+    )  # [n]
+
+
+def _nll_grad(logits: Tensor, mean_log_probs: Tensor, _: None, model_offset: float) -> Tensor:
+    r""":math:`\partial C/\partial z_k = e^{z_k}\,[\psi(\alpha_k) - \psi(\alpha_0) - g_k]`, with
+    :math:`\psi(\alpha_k) - \psi(\alpha_0) = \ln(\alpha_k/\alpha_0) + r(\alpha_k) - r(\alpha_0)`
+    (float64 ``[n, K]``; 0 where the logit is clamped)."""
+    e, alphas, a0, g = _nll_terms(logits, mean_log_probs, model_offset)
+    digamma_gap = torch.log(alphas) - torch.log(a0) + _digamma_minus_log(alphas) - _digamma_minus_log(a0)
+    return torch.where(_inside_clamp(logits), e * (digamma_gap - g), torch.zeros_like(e))  # [n, K]
+
+
 def dirichlet_nll_loss_from_stats(
     student_logits: Tensor, stats: EnsembleStatistics, model_offset: float = 1.0
 ) -> Tensor:
@@ -328,19 +397,29 @@ def dirichlet_nll_loss_from_stats(
         model_offset: ``c >= 0``.
 
     Returns:
-        ``[...]`` float64, differentiable w.r.t. the student (autograd).
+        ``[...]`` float64. Analytic backward :math:`\partial C/\partial z_k = e^{z_k}[\psi(\alpha_k) -
+        \psi(\alpha_0) - \frac1M\sum_m \ln p_{mk}]`, returned in the logits' dtype; as for the proxy
+        loss only the logits and ``stats.mean_log_probs`` are saved, the passes run on chunks of rows, and
+        no gradient flows into ``stats``.
 
     Note:
         No ``eps``: :math:`\ln p` comes from ``log_softmax`` and is finite for finite teacher logits (the
         authors add :math:`2^{-23}` to :math:`p`). :math:`\ln B(\alpha)` uses the Stirling form of
-        :func:`~proxy_end2.uncertainty.dirichlet_log_beta`, exact for huge :math:`\alpha_0`.
+        :func:`~proxy_end2.uncertainty.dirichlet_log_beta`, grouped per class with the data term. At large
+        :math:`\alpha_0` the loss itself is ill-conditioned: round-off of :math:`\ln\mu_k` and
+        :math:`g_k` is amplified by :math:`\alpha_k`, so value and gradient are accurate to about
+        :math:`\varepsilon_{64}\sum_k \alpha_k(|\ln\mu_k| + |g_k|)` absolute, no better (e.g. 3e-3 on
+        a value of -56 at :math:`\alpha_0 = 10^{12}`). The gradient
+        is :math:`\approx e^{z_k}\,|\ln p_k|` for classes the teachers rule out, e.g. ~1e8 for
+        :math:`z = 15`: it overflows fp16 logits' gradients unless the loss scale is below 1 (the reason
+        the paper replaces this loss).
 
     Raises:
         ValueError: on shape/class mismatches or a negative ``model_offset``.
     """
     _check_student_stats(student_logits, stats)
-    alphas = dirichlet_concentrations(student_logits, model_offset=model_offset, dtype=torch.float64)  # [..., K]
-    return -dirichlet_log_prob(stats.mean_log_probs.to(torch.float64), alphas)  # [...]
+    _check_model_offset(model_offset)
+    return _RowwiseLoss.apply(_nll_value, _nll_grad, student_logits, stats.mean_log_probs, None, float(model_offset))
 
 
 def dirichlet_nll_loss(student_logits: Tensor, teacher_logits: Tensor, model_offset: float = 1.0) -> Tensor:

@@ -31,16 +31,17 @@ def make_binarised_data(root: Path, vocab_size: int = 40, seed: int = 1, sizes=N
     """Synthetic En->De-like data (see proxy_end2.data.synthetic) binarised by fairseq-preprocess."""
     from proxy_end2.data.synthetic import SyntheticLanguagePair, write_parallel_splits
 
-    sizes = sizes or {"train": 2000, "valid": 100, "test": 60}
+    sizes = sizes or {"train": 2000, "valid": 100, "test": 60, "ood_rare": 60, "ood_perm": 60}
     raw = root / "raw"
     pair = SyntheticLanguagePair(vocab_size=vocab_size, ambiguity=0.2, seed=seed)
-    prefixes = write_parallel_splits(str(raw), pair, sizes, src=SRC, tgt=TGT, seed=seed)
+    prefixes = write_parallel_splits(str(raw), pair, sizes, src=SRC, tgt=TGT, seed=seed,
+                                     domains={"ood_rare": "rare_words", "ood_perm": "permuted"})
     destdir = root / "bin"
+    test_splits = [prefixes[s] for s in ("test", "ood_rare", "ood_perm") if s in prefixes]  # -> test, test1, test2
     run_fairseq(
         "preprocess",
-        ["--source-lang", SRC, "--target-lang", TGT, "--destdir", destdir, "--workers", "1"]
-        + [a for split, flag in (("train", "--trainpref"), ("valid", "--validpref"), ("test", "--testpref"))
-           if split in prefixes for a in (flag, prefixes[split])],
+        ["--source-lang", SRC, "--target-lang", TGT, "--destdir", destdir, "--workers", "1",
+         "--trainpref", prefixes["train"], "--validpref", prefixes["valid"], "--testpref", ",".join(test_splits)],
         root / "preprocess.log",
     )
     return destdir
@@ -61,7 +62,8 @@ def teacher_train_args(data: Path, save_dir: Path, seed: int, max_epoch: int = 1
 
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
-    """Binarised synthetic data: 40 source words, 2000/100/60 train/valid/test sentences."""
+    """Binarised synthetic data: 40 source words, 2000/100/60 train/valid/test sentences, and two
+    out-of-domain test sets of 60 sentences: ``test1`` (rare words) and ``test2`` (permuted source)."""
     return make_binarised_data(tmp_path_factory.mktemp("tiny_data"))
 
 

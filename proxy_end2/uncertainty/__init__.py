@@ -2,7 +2,9 @@
 
 * :mod:`.ensemble`: streaming sufficient statistics of an ensemble and its uncertainty measures;
 * :mod:`.dirichlet`: Prior-Network (Dirichlet) parametrisation, entropy, KL, density, uncertainty;
-* :mod:`.proxy`: the Proxy-Dirichlet precision of the ensemble.
+* :mod:`.proxy`: the Proxy-Dirichlet precision of the ensemble;
+* :mod:`.sequence`: token- and sequence-level measures of autoregressive hypotheses (ensembles, "pe"/"ep",
+  and Prior Networks).
 """
 from .dirichlet import (
     concentration_bounds,
@@ -21,6 +23,15 @@ from .ensemble import (
     ensemble_uncertainty,
 )
 from .proxy import PRECISION_CHOICES, proxy_precision, proxy_target_precision
+from .sequence import (
+    ENSEMBLE_SEQUENCE_KEYS,
+    ENSEMBLE_TOKEN_KEYS,
+    PRIOR_NETWORK_SEQUENCE_KEYS,
+    PRIOR_NETWORK_TOKEN_KEYS,
+    EnsembleSequenceAccumulator,
+    ensemble_sequence_uncertainty,
+    prior_network_sequence_uncertainty,
+)
 
 __all__ = [
     "UNCERTAINTY_KEYS",
@@ -38,4 +49,11 @@ __all__ = [
     "PRECISION_CHOICES",
     "proxy_precision",
     "proxy_target_precision",
+    "ENSEMBLE_SEQUENCE_KEYS",
+    "ENSEMBLE_TOKEN_KEYS",
+    "PRIOR_NETWORK_SEQUENCE_KEYS",
+    "PRIOR_NETWORK_TOKEN_KEYS",
+    "EnsembleSequenceAccumulator",
+    "ensemble_sequence_uncertainty",
+    "prior_network_sequence_uncertainty",
 ]

@@ -53,11 +53,12 @@ def proxy_precision(stats: EnsembleStatistics, precision: str = "mkl", eps: floa
     Note:
         :math:`\varepsilon` is the only guard: identical members (MKL = 0) give
         :math:`\hat\beta = (K-1)/\varepsilon \approx 3.4 \cdot 10^{11}` for ``K = 40000``. With float32
-        statistics the round-off floor of MKL is about :math:`2^{-24}\mathcal{H}[\bar p]`, i.e. of the
-        order of :math:`\varepsilon` itself, so :math:`\hat\beta` of near-identical members is only
-        determined to a factor of a few; that is inherent to the authors' estimator. An infinite MKL (a
-        member assigns exactly zero probability, which needs a ``-inf`` logit) gives
-        :math:`\hat\beta = 0`.
+        statistics the round-off floor of MKL (up to :math:`2^{-24} M (\mathcal{H}[\bar p] + 1)`, see
+        :class:`~proxy_end2.uncertainty.EnsembleStatistics`) and of EPKL is of the order of
+        :math:`\varepsilon` itself, so :math:`\hat\beta` of (near-)identical members can come out up to
+        an order of magnitude below :math:`(K-1)/\varepsilon` (the authors' float32 code shares this);
+        float64 statistics give :math:`(K-1)/\varepsilon` to ~1e-8. An infinite MKL (a member assigns
+        exactly zero probability, which needs a ``-inf`` logit) gives :math:`\hat\beta = 0`.
 
     Raises:
         ValueError: for an unknown ``precision``, ``eps <= 0`` or ``K < 2``.

@@ -15,7 +15,8 @@ import textwrap
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PURE_MODULES = sorted((REPO_ROOT / "proxy_end2" / "uncertainty").glob("*.py")) + [REPO_ROOT / "proxy_end2" / "losses.py"]
+PACKAGE = REPO_ROOT / "proxy_end2"
+PURE_MODULES = [*sorted((PACKAGE / "uncertainty").glob("*.py")), PACKAGE / "losses.py"]
 
 _BLOCKED_RUN = textwrap.dedent(
     r"""
