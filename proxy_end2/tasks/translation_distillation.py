@@ -96,6 +96,7 @@ class TranslationDistillationTask(TranslationTask):
         self._building_model = False
         self._uncertainty_stream = None
         self._header_written = False
+        self._warned_batch_multiple = False
 
     def get_batch_iterator(self, dataset, max_tokens=None, max_sentences=None, max_positions=None,
                            ignore_invalid_inputs=False, required_batch_size_multiple=1, **kwargs):
@@ -103,7 +104,7 @@ class TranslationDistillationTask(TranslationTask):
         # --required-batch-size-multiple (default 8): sentences would be missing from generation and
         # validation, always the same ones. Batch sizes that are multiples of 8 only help tensor-core
         # throughput, so we never trade sentences for them.
-        if required_batch_size_multiple != 1 and not getattr(self, "_warned_batch_multiple", False):
+        if required_batch_size_multiple != 1 and not self._warned_batch_multiple:
             logger.info(
                 f"using --required-batch-size-multiple 1 instead of {required_batch_size_multiple}: "
                 "fairseq would otherwise drop the last batch of every split"
