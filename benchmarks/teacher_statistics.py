@@ -149,7 +149,8 @@ def naive_statistics(ensemble_logits, eps: float = EPS, target_offset: float = T
     }
 
 
-def naive_rkl_loss(z, mean_probs, precision, model_offset: float = MODEL_OFFSET, eps: float = EPS):
+def naive_rkl_loss(z, mean_probs, precision, model_offset: float = MODEL_OFFSET, eps: float = EPS,
+                   extra: float = 1e-11):
     """Reference-method sections 4 and 5.4: per-token RKL proxy cost ``[N]`` in float64, plain autograd."""
     import torch
 
@@ -164,7 +165,7 @@ def naive_rkl_loss(z, mean_probs, precision, model_offset: float = MODEL_OFFSET,
         - torch.lgamma(alpha0 + eps).squeeze(-1)
         - ((alphas - 1.0) * digamma_gap).sum(-1)
     )  # [N], H[Dir(alpha)]
-    return expected_nll - entropy * (1.0 / (precision.squeeze(-1) + eps) + 1e-11)  # [N]
+    return expected_nll - entropy * (1.0 / (precision.squeeze(-1) + eps) + extra)  # [N]
 
 
 class InplaceAccumulator:
@@ -388,6 +389,36 @@ def _loadavg():
         return None
 
 
+def loss_diff_check(n: int, k: int, m: int, device_name: str) -> None:
+    """Where the naive/streamed loss difference comes from: the naive loss with and without the authors'
+    ``eps`` in digamma/lgamma and ``1e-11`` term, against proxy_end2 on the same logits (fp32, one process)."""
+    import torch
+
+    from proxy_end2.losses import proxy_dirichlet_loss_from_stats
+    from proxy_end2.uncertainty import EnsembleStatisticsAccumulator
+
+    device = torch.device(device_name)
+    buf = torch.empty(n, m, k, device=device)
+    for member in range(m):
+        teacher_logits_into(buf[:, member], member, 0)
+    z = student_logits(n, k, torch.float32, device, 0).detach()
+    stats = naive_statistics(buf)
+    acc = EnsembleStatisticsAccumulator()
+    for member in range(m):
+        acc.add(buf[:, member])
+    ours = float(proxy_dirichlet_loss_from_stats(z, acc.finalize()).mean())
+    print(f"N={n} K={k} M={m} {device_name}: proxy_end2 mean loss {ours:.12f}")
+    for eps, extra in ((EPS, 1e-11), (EPS, 0.0), (0.0, 1e-11), (0.0, 0.0)):
+        value = float(naive_rkl_loss(z, stats["mean_probs"], stats["precision"], eps=eps, extra=extra).mean())
+        print(f"  naive, eps={eps:.3g} in digamma/lgamma, H*(1/(B+eps) + {extra:g}): {value:.12f}  "
+              f"rel diff {abs(value - ours) / abs(ours):.2e}")
+    alphas = torch.exp(z.double()) + MODEL_OFFSET
+    a0 = alphas.sum(-1)
+    entropy = (torch.lgamma(alphas).sum(-1) - torch.lgamma(a0)
+               - ((alphas - 1) * (torch.digamma(alphas) - torch.digamma(a0).unsqueeze(-1))).sum(-1))
+    print(f"  mean H[Dir(alpha)] = {float(entropy.mean()):.6g} (the 1e-11 term adds -1e-11 * H per token)")
+
+
 # ------------------------------------------------------------------------------------------------------
 # Driver side
 # ------------------------------------------------------------------------------------------------------
@@ -406,9 +437,15 @@ def _summarise(worker_out: dict | None, failure: str | None) -> dict:
     for key in ("stats_s", "loss_fwd_s", "loss_bwd_s", "total_s"):
         out[key + "_median"] = statistics.median(r[key] for r in timed)
         out[key + "_min"] = min(r[key] for r in timed)
-    for key in ("peak_stats_bytes", "peak_loss_bytes"):
-        out[key] = max(r[key] for r in timed)
-    out["peak_bytes"] = max(out["peak_stats_bytes"], out["peak_loss_bytes"])
+    spec = worker_out["spec"]
+    if spec["device"] == "cpu" and spec.get("cpu_malloc") == "default":
+        # glibc keeps freed blocks below its dynamic mmap threshold: RSS peaks are not meaningful
+        out["peak_stats_bytes"] = out["peak_loss_bytes"] = out["peak_bytes"] = None
+        out["memory_note"] = "not measured (--cpu-malloc default)"
+    else:
+        for key in ("peak_stats_bytes", "peak_loss_bytes"):
+            out[key] = max(r[key] for r in timed)
+        out["peak_bytes"] = max(out["peak_stats_bytes"], out["peak_loss_bytes"])
     for key in ("loss", "grad_norm", "grad_dot_probe", "grad_finite"):
         out[key] = timed[-1][key]
     return out
@@ -475,13 +512,25 @@ def _environment(device: str) -> dict:
         env["gpu_mem_gib"] = round(props.total_memory / 2**30, 1)
         env["cuda"] = torch.version.cuda
     try:
-        env["git_head"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
-                                         text=True).stdout.strip() or None
-        env["git_dirty_package_files"] = subprocess.run(
-            ["git", "status", "--porcelain", "--", "proxy_end2"], cwd=REPO_ROOT, capture_output=True, text=True
-        ).stdout.split("\n")[:-1] or []
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                              text=True).stdout.strip()
+        env["git_head"] = head if re.fullmatch(r"[0-9a-f]{40}", head) else None
+        if env["git_head"]:
+            env["git_dirty_package_files"] = subprocess.run(
+                ["git", "status", "--porcelain", "--", "proxy_end2"], cwd=REPO_ROOT, capture_output=True,
+                text=True,
+            ).stdout.split("\n")[:-1]
     except OSError:
         env["git_head"] = None
+    # the package is edited in parallel: fingerprint the code that is measured
+    import hashlib
+
+    env["package_sha256"] = {
+        rel: hashlib.sha256((REPO_ROOT / rel).read_bytes()).hexdigest()[:16]
+        for rel in ("proxy_end2/losses.py", "proxy_end2/uncertainty/ensemble.py",
+                    "proxy_end2/uncertainty/dirichlet.py", "proxy_end2/uncertainty/proxy.py")
+        if (REPO_ROOT / rel).is_file()
+    }
     return env
 
 
@@ -529,7 +578,7 @@ def print_table(rows: list[dict]) -> None:
             print(f"{'':>8}  streamed/streamed_inplace: memory_ratio={c['memory_ratio']:.3g}  "
                   f"stats_memory_ratio={c['stats_memory_ratio']:.3g}  rel_diff_loss={c['rel_diff_loss']:.2e}")
     print("(times: median over timed repeats, seconds; peak memory: GiB = 2^30 bytes, max over repeats; "
-          "stGiB/lossGiB: peak of the statistics / loss fwd+bwd phase)")
+          "stGiB/lossGiB: peak of the statistics / loss fwd+bwd phase; '-': not measured)")
 
 
 def main(argv=None) -> int:
@@ -558,6 +607,9 @@ def main(argv=None) -> int:
                         "only: its RSS peaks are not meaningful)")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per worker before giving up")
     parser.add_argument("--json", type=Path, default=None, help="write all results (and raw repeats) here")
+    parser.add_argument("--loss-diff-check", action="store_true",
+                        help="only decompose the naive/streamed loss difference at the first --tokens value "
+                        "(capped at 256), first --vocab and --members, in this process")
     parser.add_argument("--worker", type=str, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -575,6 +627,9 @@ def main(argv=None) -> int:
 
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but torch.cuda.is_available() is False")
+    if args.loss_diff_check:
+        loss_diff_check(min(args.tokens[0], 256), args.vocab[0], args.members[0], args.device)
+        return 0
     env = _environment(args.device)
     print(f"device={args.device} " + " ".join(f"{k}={env[k]}" for k in ("cpu", "gpu", "torch") if k in env)
           + f" cpu_count={env['cpu_count']}", flush=True)
@@ -605,7 +660,7 @@ def main(argv=None) -> int:
                             "speedup_stats": a["stats_s_median"] / b["stats_s_median"],
                             "speedup_loss_fwd_bwd": (a["loss_fwd_s_median"] + a["loss_bwd_s_median"])
                             / (b["loss_fwd_s_median"] + b["loss_bwd_s_median"]),
-                            "memory_ratio": a["peak_bytes"] / b["peak_bytes"],
+                            "memory_ratio": a["peak_bytes"] / b["peak_bytes"] if a["peak_bytes"] else None,
                             "rel_diff_loss": _rel(a["loss"], b["loss"]),
                             "rel_diff_grad_norm": _rel(a["grad_norm"], b["grad_norm"]),
                             "rel_diff_grad_dot": _rel(a["grad_dot_probe"], b["grad_dot_probe"]),
@@ -613,8 +668,9 @@ def main(argv=None) -> int:
                     c_ = row.get("streamed_inplace")
                     if c_ is not None and c_["status"] == "ok" and b["status"] == "ok":
                         row["comparison_inplace"] = {
-                            "memory_ratio": b["peak_bytes"] / c_["peak_bytes"],
-                            "stats_memory_ratio": b["peak_stats_bytes"] / c_["peak_stats_bytes"],
+                            "memory_ratio": b["peak_bytes"] / c_["peak_bytes"] if b["peak_bytes"] else float("nan"),
+                            "stats_memory_ratio": b["peak_stats_bytes"] / c_["peak_stats_bytes"]
+                            if b["peak_stats_bytes"] else float("nan"),
                             "rel_diff_loss": _rel(b["loss"], c_["loss"]),
                             "rel_diff_grad_dot": _rel(b["grad_dot_probe"], c_["grad_dot_probe"]),
                         }
