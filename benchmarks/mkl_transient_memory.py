@@ -2,8 +2,10 @@
 """Transient memory of the full-size MKL computation of :class:`proxy_end2.uncertainty.EnsembleStatistics`.
 
 ``stats.mkl()`` (called by ``proxy_target_precision``, hence by ``proxy_dirichlet_loss_from_stats``, and again
-by the criterion's logging) works on whole ``[N, K]`` tensors, not on row chunks. This prints its peak
-resident memory above what is live before the call, in units of one ``[N, K]`` float32 tensor.
+by the criterion's logging) worked on whole ``[N, K]`` tensors until the fixes; it now works on row chunks and
+caches its result on the statistics. This prints the peak resident memory of each call above what is live
+before it, in units of one ``[N, K]`` float32 tensor: first on fresh statistics (no cache; each measurement
+gets its own ``EnsembleStatistics`` object over the same tensors), then a second call on the same object.
 
 Run it with glibc's mmap threshold fixed, so that freed tensors leave the resident set at once::
 
@@ -18,7 +20,7 @@ import re
 
 import torch
 
-from proxy_end2.uncertainty import EnsembleStatisticsAccumulator
+from proxy_end2.uncertainty import EnsembleStatistics, EnsembleStatisticsAccumulator
 from proxy_end2.uncertainty.proxy import proxy_target_precision
 
 
@@ -41,10 +43,16 @@ def main() -> None:
         acc.add(torch.randn(n, k, generator=gen))
     stats = acc.finalize()
     del acc
+    def fresh():
+        return EnsembleStatistics(stats.log_mean_probs, stats.mean_log_probs, stats.expected_entropy, stats.num_members)
+
+    cached = fresh()
     for name, fn in (
-        ("stats.mkl()", stats.mkl),
-        ("proxy_target_precision(stats)", lambda: proxy_target_precision(stats)),
-        ("stats.uncertainty()", stats.uncertainty),
+        ("stats.mkl()", fresh().mkl),
+        ("proxy_target_precision(stats)", lambda: proxy_target_precision(fresh())),
+        ("stats.uncertainty()", fresh().uncertainty),
+        ("stats.mkl(), first call", cached.mkl),
+        ("stats.mkl(), second call (cached)", cached.mkl),
     ):
         base = _kb("VmRSS")
         with open("/proc/self/clear_refs", "w") as f:

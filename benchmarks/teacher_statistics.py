@@ -364,8 +364,12 @@ def worker_main(spec: dict) -> dict:
         if not hasattr(proxy_end2.losses, "_CHUNK_ELEMENTS"):
             raise RuntimeError("--chunk-elements: proxy_end2.losses._CHUNK_ELEMENTS no longer exists")
         proxy_end2.losses._CHUNK_ELEMENTS = int(spec["chunk_elements"])
-    chunk_elements = getattr(proxy_end2.losses, "_CHUNK_ELEMENTS", None)
     device = torch.device(spec["device"])
+    chunk_elements = getattr(proxy_end2.losses, "_CHUNK_ELEMENTS", None)
+    if chunk_elements is None:  # the package picks it by device
+        from proxy_end2.uncertainty.ensemble import _default_chunk_elements
+
+        chunk_elements = _default_chunk_elements(device)
     dtype = _torch_dtype(spec["dtype"])
     meter = _Meter(device)
     loadavg_start = _loadavg()

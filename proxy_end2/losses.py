@@ -30,13 +30,14 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from .uncertainty.dirichlet import (
+    _ASYMPTOTIC_MIN,
     _LN_2PI,
     _digamma_minus_log,
     _lgamma_stirling_remainder,
     _x_trigamma_minus_one,
     concentration_bounds,
 )
-from .uncertainty.ensemble import EnsembleStatistics, ensemble_statistics
+from .uncertainty.ensemble import EnsembleStatistics, _default_chunk_elements, _row_slices, ensemble_statistics
 from .uncertainty.proxy import proxy_target_precision
 
 __all__ = [
@@ -97,143 +98,301 @@ def _check_model_offset(model_offset: float) -> None:
 
 
 # ------------------------------------------------------------------------------------------------------
-# Float64 row-wise losses with analytic backward
+# Float64 row-wise losses: value and analytic gradient in one pass
 # ------------------------------------------------------------------------------------------------------
-_CHUNK_ELEMENTS = 1 << 24  # float64 temporaries are computed on <= 16M elements (128 MB) at a time
+#: Row-chunk size (elements) of the float64 passes; ``None``: by device (``2**20`` on CPU, ``2**24`` on GPU,
+#: see :func:`proxy_end2.uncertainty.ensemble._default_chunk_elements`). An int overrides it (tests,
+#: benchmarks). Peak of one chunk, measured on CUDA with 2^24 elements (benchmarks/README.md): 8.1
+#: chunk-sized float64 tensors for the proxy loss, 6.8 for EnD^2, counting the chunk's slice of the
+#: gradient output (float32 there, half a unit); the earlier two-pass version peaked at 15.1. Plus, for the
+#: whole batch, one int64 index per element with alpha >= 10 (see :func:`_asymptotic_indices`).
+_CHUNK_ELEMENTS: int | None = None
 
 
-def _alphas_f64(logits: Tensor, model_offset: float) -> tuple[Tensor, Tensor, Tensor]:
-    """``e = exp(clamped z)``, ``alpha = e + c`` ``[n, K]`` and ``alpha_0`` ``[n, 1]`` in float64, clamped
-    like :func:`~proxy_end2.uncertainty.dirichlet_concentrations`."""
-    lo, hi = concentration_bounds(logits.shape[-1], torch.float64)
-    e = logits.to(torch.float64).clamp(min=lo, max=hi).exp()  # [n, K], exp(z_k) = alpha_k - c
-    alphas = e + model_offset  # [n, K]
-    return e, alphas, alphas.sum(-1, keepdim=True)
+def _row_chunks(num_rows: int, num_classes: int, device: torch.device) -> list[slice]:
+    chunk = _CHUNK_ELEMENTS if _CHUNK_ELEMENTS is not None else _default_chunk_elements(device)
+    return _row_slices(num_rows, num_classes, device, chunk)
 
 
-def _inside_clamp(logits: Tensor) -> Tensor:
-    """``[n, K]`` bool: where the clamp of :func:`_alphas_f64` is inactive (its derivative is 1)."""
-    lo, hi = concentration_bounds(logits.shape[-1], torch.float64)
-    z = logits.to(torch.float64)
-    return (z >= lo) & (z <= hi)
+def _grad_dtype(logits_dtype: torch.dtype) -> torch.dtype:
+    """dtype in which the forward stores ``dC/dz``: the logits' own for float32/float64; float32 for fp16 and
+    bf16 (a loss-scaled fp16 backward multiplies it by the scale before it is rounded to fp16, as the
+    textbook autograd path would, so small gradients do not underflow)."""
+    return torch.float64 if logits_dtype == torch.float64 else torch.float32
 
 
-def _row_chunks(num_rows: int, num_classes: int) -> list[slice]:
-    rows = max(1, _CHUNK_ELEMENTS // max(1, num_classes))
-    return [slice(i, min(i + rows, num_rows)) for i in range(0, num_rows, rows)]
+def _needs_clamp(logits: Tensor, lo: float, hi: float) -> bool:
+    """Whether some logit is outside ``[lo, hi]`` or NaN (one reduction and one host sync for the batch)."""
+    if logits.numel() == 0:
+        return False
+    z_min, z_max = torch.aminmax(logits.detach())
+    z_min, z_max = torch.stack([z_min, z_max]).double().tolist()
+    return not (z_min >= lo and z_max <= hi)
+
+
+def _exp_clamped(logits: Tensor, lo: float, hi: float, clamp: bool) -> tuple[Tensor, Tensor | None]:
+    """``e = exp(clamp(z, lo, hi))`` in float64 (a new tensor) and, if ``clamp``, the ``[n, K]`` bool mask
+    of where the clamp is inactive (its derivative is 1; 0 elsewhere, NaN logits included)."""
+    z = logits.to(torch.float64, copy=True)  # [n, K]
+    inside = None
+    if clamp:
+        inside = (z >= lo) & (z <= hi)
+        z.clamp_(min=lo, max=hi)
+    return z.exp_(), inside
+
+
+def _asymptotic_indices(logits: Tensor, model_offset: float, chunks: list[slice]) -> list[Tensor | None]:
+    r"""For each row chunk of ``logits`` ``[N, K]``, the flat indices (within the chunk) of the elements that
+    take the asymptotic series, :math:`\alpha = e^z + c \ge 10`, i.e. :math:`z \ge \ln(10 - c)`; None where
+    there are none. Found for the whole batch at once (two host syncs, not two per chunk), in the logits'
+    dtype: a threshold rounded to fp16 moves the switch by at most ~0.01 in :math:`\alpha`, where both
+    branches are accurate to float64 round-off. Memory: one int64 per such element."""
+    if model_offset >= _ASYMPTOTIC_MIN:
+        threshold = -math.inf
+    else:
+        threshold = math.log(_ASYMPTOTIC_MIN - model_offset)
+    k = logits.shape[-1]
+    flat = torch.nonzero(logits.reshape(-1) >= threshold).squeeze(1)  # [#big], sorted
+    if flat.numel() == 0:
+        return [None] * len(chunks)
+    starts = torch.tensor([rows.start * k for rows in chunks] + [chunks[-1].stop * k], device=flat.device)
+    bounds = torch.searchsorted(flat, starts).tolist()
+    out = []
+    for i, rows in enumerate(chunks):
+        lo, hi = bounds[i], bounds[i + 1]
+        out.append(flat[lo:hi] - rows.start * k if hi > lo else None)
+    return out
+
+
+def _series(x: Tensor, with_t: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+    r"""The asymptotic series of :math:`r(x)`, :math:`\phi(x)` and (if ``with_t``) :math:`t(x)` for
+    ``x >= 10``, sharing :math:`1/x` and :math:`1/x^2`. The same expressions, term for term, as
+    :func:`~proxy_end2.uncertainty.dirichlet._digamma_minus_log`,
+    :func:`~proxy_end2.uncertainty.dirichlet._lgamma_stirling_remainder` and
+    :func:`~proxy_end2.uncertainty.dirichlet._x_trigamma_minus_one` (so the same values)."""
+    inv = x.reciprocal()
+    i2 = inv * inv
+    r = -0.5 * inv - i2 * (
+        1 / 12 - i2 * (1 / 120 - i2 * (1 / 252 - i2 * (1 / 240 - i2 * (1 / 132 - i2 * (691 / 32760 - i2 / 12)))))
+    )
+    inner = 691 / 360360 - i2 * (1 / 156 - i2 * 3617 / 122400)
+    phi = inv * (1 / 12 - i2 * (1 / 360 - i2 * (1 / 1260 - i2 * (1 / 1680 - i2 * (1 / 1188 - i2 * inner)))))
+    t = None
+    if with_t:
+        inner = 5 / 66 - i2 * (691 / 2730 - i2 * (7 / 6 - i2 * 3617 / 510))
+        t = 0.5 * inv + i2 * (1 / 6 - i2 * (1 / 30 - i2 * (1 / 42 - i2 * (1 / 30 - i2 * inner))))
+    return r, phi, t
+
+
+def _remainders(alphas: Tensor, log_alphas: Tensor, index: Tensor | None, with_r: bool):
+    r"""Elementwise remainders of ``alphas`` ``[n, K]`` (float64, ``log_alphas`` = its log) for EnD\ :sup:`2`:
+    ``r`` :math:`= \psi(\alpha) - \ln\alpha` (if ``with_r``) and ``phi2`` :math:`= \phi(\alpha) +
+    \tfrac12\ln 2\pi = \ln\Gamma(\alpha) - (\alpha - \tfrac12)\ln\alpha + \alpha`, with the direct formulas of
+    :mod:`proxy_end2.uncertainty.dirichlet` (``torch.digamma``/``lgamma``) where :math:`\alpha < 10` and the
+    asymptotic series evaluated only on the elements of ``index`` (flat indices, :math:`\alpha \ge 10`, see
+    :func:`_asymptotic_indices`); the direct values computed there are overwritten (they are finite).
+    """
+    r = torch.digamma(alphas).sub_(log_alphas) if with_r else None  # [n, K]
+    shifted = alphas - 0.5
+    phi2 = torch.lgamma(alphas).addcmul_(shifted, log_alphas, value=-1.0).add_(alphas)  # [n, K]
+    del shifted
+    if index is not None:
+        big = alphas.view(-1).index_select(0, index)
+        r_big, phi_big, _ = _series(big, with_t=False)
+        if with_r:
+            r.view(-1).index_copy_(0, index, r_big)
+        phi2.view(-1).index_copy_(0, index, phi_big.add_(0.5 * _LN_2PI))
+    return r, phi2
 
 
 class _RowwiseLoss(torch.autograd.Function):
-    """A per-position loss ``C(z; target)`` with an analytic backward, evaluated in float64 on chunks of rows.
+    """A per-position loss ``C(z; target)`` evaluated in float64 on chunks of rows, with its analytic gradient
+    computed in the same pass.
 
-    ``value_fn(z, target, extra, *scalars) -> [n]`` and ``grad_fn(z, target, extra, *scalars) -> [n, K]``
-    (float64, ``dC/dz``) work on chunks of rows (``z``, ``target``: ``[n, K]``; ``extra``: ``[n]`` or None).
-    Saved for backward: the student logits (input dtype), the teacher-side ``[..., K]`` target tensor that
-    the statistics already hold and the optional ``[...]`` extra (e.g. the precision ``B``): no
-    float64 ``[..., K]`` tensor outlives the forward, and the float64 temporaries of both passes are
-    bounded by ``_CHUNK_ELEMENTS`` elements whatever ``prod(leading) * K`` is. No gradient flows to the
-    teacher side (the target is a constant).
+    ``chunk_fn(z, target, extra, clamp, index, grad_out, *scalars) -> [n]`` works on a chunk of rows (``z``,
+    ``target``: ``[n, K]``; ``extra``: ``[n]`` or None; ``clamp``: whether some logit of the batch is
+    outside the concentration bounds; ``index``: the chunk's elements that take the asymptotic series, see
+    :func:`_asymptotic_indices`; the first scalar is the model offset) and, if ``grad_out`` (``[n, K]``) is
+    given, writes ``dC/dz`` into it. The chunks need no host synchronisation.
+    When a gradient is needed (grad mode on and ``logits.requires_grad``) the forward fills one ``[..., K]``
+    tensor with it, in :func:`_grad_dtype` of the logits (the logits' dtype; float32 for fp16/bf16), and
+    saves only that tensor: the backward is ``upstream * saved``, no float64 ``[..., K]`` tensor outlives
+    the forward, and the logits and teacher statistics are not saved. Otherwise no gradient is computed.
+    The float64 temporaries are bounded by the chunk size whatever ``prod(leading) * K`` is. No gradient
+    flows to the teacher side (the target is a constant). Not twice differentiable.
     """
 
     @staticmethod
     def forward(  # type: ignore[override]
         ctx: torch.autograd.function.FunctionCtx,
-        value_fn: Callable[..., Tensor],
-        grad_fn: Callable[..., Tensor],
+        chunk_fn: Callable[..., Tensor],
+        need_grad: bool,
         logits: Tensor,
         target: Tensor,
         row_extra: Tensor | None,
         *scalars: float,
     ) -> Tensor:
-        ctx.save_for_backward(logits, target, row_extra)
-        ctx.grad_fn, ctx.scalars = grad_fn, scalars
         k = logits.shape[-1]
         z, tgt = logits.reshape(-1, k), target.reshape(-1, k)  # [N, K]
         extra = None if row_extra is None else row_extra.reshape(-1)  # [N]
-        value = torch.empty(z.shape[0], dtype=torch.float64, device=logits.device)  # [N]
-        for rows in _row_chunks(z.shape[0], k):
-            value[rows] = value_fn(z[rows], tgt[rows], None if extra is None else extra[rows], *scalars)
+        n = z.shape[0]
+        value = torch.empty(n, dtype=torch.float64, device=logits.device)  # [N]
+        grad = torch.empty(z.shape, dtype=_grad_dtype(logits.dtype), device=logits.device) if need_grad else None
+        lo, hi = concentration_bounds(k, torch.float64)
+        clamp = _needs_clamp(z, lo, hi)
+        chunks = _row_chunks(n, k, logits.device)
+        indices = _asymptotic_indices(z, scalars[0], chunks) if chunks else []
+        for rows, index in zip(chunks, indices):
+            value[rows] = chunk_fn(
+                z[rows], tgt[rows], None if extra is None else extra[rows], clamp, index,
+                None if grad is None else grad[rows], *scalars,
+            )
+        ctx.logits_dtype, ctx.logits_shape, ctx.num_scalars = logits.dtype, logits.shape, len(scalars)
+        ctx.save_for_backward(grad)
         return value.reshape(logits.shape[:-1])  # [...]
 
     @staticmethod
     @once_differentiable
     def backward(ctx: torch.autograd.function.FunctionCtx, grad_output: Tensor):  # type: ignore[override]
-        logits, target, row_extra = ctx.saved_tensors
-        no_grads = (None,) * (5 + len(ctx.scalars))
+        no_grads = (None,) * (5 + ctx.num_scalars)
         if not ctx.needs_input_grad[2]:
             return no_grads
-        k = logits.shape[-1]
-        z, tgt = logits.reshape(-1, k), target.reshape(-1, k)  # [N, K]
-        extra = None if row_extra is None else row_extra.reshape(-1)  # [N]
-        upstream = grad_output.to(torch.float64).reshape(-1, 1)  # [N, 1]
-        grad = torch.empty_like(z)  # [N, K], in the logits' dtype
-        for rows in _row_chunks(z.shape[0], k):
-            local = ctx.grad_fn(z[rows], tgt[rows], None if extra is None else extra[rows], *ctx.scalars)
-            grad[rows] = (upstream[rows] * local).to(grad.dtype)
-        return (None, None, grad.reshape(logits.shape)) + no_grads[3:]
+        (grad,) = ctx.saved_tensors  # [N, K], dC/dz
+        if grad is None:
+            raise RuntimeError("the loss was computed without its gradient (grad mode off or logits without "
+                               "requires_grad) and cannot be differentiated")
+        upstream = grad_output.reshape(-1, 1).to(torch.float64)  # [N, 1]
+        if grad.dtype == torch.float64 and ctx.logits_dtype == torch.float64:
+            out = grad * upstream  # [N, K]
+        else:  # multiply in float64 on row chunks, round once to the logits' dtype
+            out = torch.empty(grad.shape, dtype=ctx.logits_dtype, device=grad.device)
+            for rows in _row_chunks(grad.shape[0], grad.shape[1], grad.device):
+                torch.mul(grad[rows], upstream[rows], out=out[rows])
+        return (None, None, out.reshape(ctx.logits_shape)) + no_grads[3:]
+
+
+def _apply_rowwise(chunk_fn, logits: Tensor, target: Tensor, row_extra: Tensor | None, *scalars: float) -> Tensor:
+    need_grad = torch.is_grad_enabled() and logits.requires_grad
+    return _RowwiseLoss.apply(chunk_fn, need_grad, logits, target, row_extra, *scalars)
 
 
 # ------------------------------------------------------------------------------------------------------
 # Proxy-Dirichlet reverse KL
 # ------------------------------------------------------------------------------------------------------
-def _proxy_terms(logits: Tensor, log_mean_probs: Tensor, model_offset: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Shared float64 preparation of forward and backward: ``e``, ``alpha``, ``alpha_0`` and ``pbar``."""
-    e, alphas, a0 = _alphas_f64(logits, model_offset)
-    pbar = log_mean_probs.to(torch.float64).exp()  # [n, K]
-    return e, alphas, a0, pbar
+def _proxy_chunk(
+    logits: Tensor,
+    log_mean_probs: Tensor,
+    precision: Tensor,
+    clamp: bool,
+    index: Tensor | None,
+    grad_out: Tensor | None,
+    model_offset: float,
+) -> Tensor:
+    r"""Value (float64 ``[n]``) of the proxy loss for a chunk of rows and, into ``grad_out``, its analytic
+    gradient; see :func:`proxy_dirichlet_loss_from_stats`.
 
+    With :math:`a_k = \alpha_k`, :math:`L = \ln\alpha_0`, :math:`r = \psi - \ln`, :math:`S = \sum_k\bar p_k`
+    and :math:`\phi` the Stirling remainder of :math:`\ln\Gamma`, the value is
 
-def _proxy_value(logits: Tensor, log_mean_probs: Tensor, precision: Tensor, model_offset: float) -> Tensor:
-    r"""Forward value of the proxy loss for a chunk of rows, float64 ``[n]``; see
-    :func:`proxy_dirichlet_loss_from_stats`."""
-    k = logits.shape[-1]
-    e, alphas, a0, pbar = _proxy_terms(logits, log_mean_probs, model_offset)
-    log_a0 = torch.log(a0)  # [n, 1]
-    log_mu = torch.log(alphas) - log_a0  # [n, K], ln(alpha_k / alpha_0)
-    r_gap = _digamma_minus_log(alphas) - _digamma_minus_log(a0)  # [n, K], r(alpha_k) - r(alpha_0)
-    # E-term: -sum_k pbar_k (psi(alpha_k) - psi(alpha_0)), with psi(x) = ln x + r(x)
-    expected_nll = -(pbar * (log_mu + r_gap)).sum(-1)  # [n]
-    # Dirichlet entropy in Stirling form (no alpha ln alpha terms, see dirichlet_entropy)
-    entropy = (
-        0.5 * log_mu.sum(-1)
-        - 0.5 * (k - 1) * (log_a0.squeeze(-1) - _LN_2PI)
-        + _lgamma_stirling_remainder(alphas).sum(-1)
-        - _lgamma_stirling_remainder(a0).squeeze(-1)
-        - ((e + (model_offset - 1.0)) * r_gap).sum(-1)  # (alpha_k - 1) (r_k - r_0)
-    )  # [n]
-    return expected_nll - entropy / precision  # [n]
+    .. math::
 
+        C = -\sum_k \bar p_k(\ln a_k + r(a_k)) + S(L + r(\alpha_0))
+            - \frac1B\Big[\sum_k \big(\tfrac12\ln a_k + \phi(a_k) - (a_k - 1) r(a_k)\big)
+            - \tfrac{K-1}{2}(L - \ln 2\pi) - \tfrac K2 L - \phi(\alpha_0) + (\alpha_0 - K) r(\alpha_0)\Big],
 
-def _proxy_grad(logits: Tensor, log_mean_probs: Tensor, precision: Tensor, model_offset: float) -> Tensor:
-    r"""Analytic :math:`\partial C / \partial z` for a chunk of rows, float64 ``[n, K]``.
+    the E-term and the Stirling-form entropy of :func:`~proxy_end2.uncertainty.dirichlet_entropy` with the
+    :math:`\ln\alpha_0` and :math:`r(\alpha_0)` parts taken out of the class sums (:math:`(\alpha_0 - K)`
+    is summed as :math:`\sum_k e^{z_k} + K(c - 1)`). Where :math:`a_k < 10` the class terms are evaluated
+    as :math:`\bar p_k\psi(a_k)` and :math:`\ln\Gamma(a_k) + a_k - (a_k - 1)\psi(a_k)` (the same quantities:
+    :math:`\ln a_k` cancels), with ``torch.digamma``/``lgamma``; where :math:`a_k \ge 10` with
+    :math:`\ln a_k + r(a_k)` and :math:`\tfrac12\ln a_k + \phi(a_k) + \tfrac12\ln 2\pi - (a_k - 1) r(a_k)`
+    from the asymptotic series, on those elements only (:math:`(a_k - 1) r(a_k)` is bounded by 1/2, so
+    nothing of size :math:`a_k\ln a_k` is formed). The round-off is that of the whole-tensor form: the
+    class sums grow like :math:`K\ln\alpha_0` and are divided by :math:`B`, the E-term sums are of size
+    :math:`\ln\alpha_0`.
 
-    With :math:`t(x) = x\psi'(x) - 1` the textbook gradient
+    The gradient: with :math:`t(x) = x\psi'(x) - 1` the textbook gradient
 
     .. math::
 
         \frac{\partial C}{\partial \alpha_k} = \psi'(\alpha_k)\Big[\frac{\alpha_k - 1}{B} - \bar p_k\Big]
-            - \psi'(\alpha_0)\Big[\frac{\alpha_0 - K}{B} - S\Big], \qquad S = \sum_k \bar p_k,
+            - \psi'(\alpha_0)\Big[\frac{\alpha_0 - K}{B} - S\Big]
 
     is rewritten without its two :math:`O(1/B)` parts that cancel to :math:`O(1/(\alpha B))`
     (:math:`(\alpha-1)\psi'(\alpha) = 1 + t(\alpha) - \psi'(\alpha)`):
 
     .. math::
 
-        \frac{\partial C}{\partial \alpha_k} = \frac{t(\alpha_k) - t(\alpha_0) - \psi'(\alpha_k)
-            + K \psi'(\alpha_0)}{B} - \bar p_k \psi'(\alpha_k) + S\,\psi'(\alpha_0),
+        \frac{\partial C}{\partial \alpha_k} = \frac{t(\alpha_k) - \psi'(\alpha_k)}{B}
+            - \bar p_k \psi'(\alpha_k) + \underbrace{\frac{K \psi'(\alpha_0) - t(\alpha_0)}{B}
+            + S\,\psi'(\alpha_0)}_{\text{per row}},
 
     and :math:`\partial\alpha_k/\partial z_k = e^{z_k}` (0 where the logit is clamped). ``S`` (1 up to
-    float32 round-off) makes this the exact derivative of the computed forward value.
+    float32 round-off) makes this the exact derivative of the computed value. For :math:`\alpha_k \ge 10`,
+    :math:`t(\alpha_k)` and :math:`t(\alpha_k) - \psi'(\alpha_k)` come from the asymptotic series (no
+    cancellation); below, :math:`\psi'` is ``torch.polygamma(1, .)``.
     """
     k = logits.shape[-1]
-    e, alphas, a0, pbar = _proxy_terms(logits, log_mean_probs, model_offset)
-    t = _x_trigamma_minus_one(alphas)  # [n, K]
-    t0 = _x_trigamma_minus_one(a0)  # [n, 1]
-    trigamma = (1.0 + t) / alphas  # [n, K], psi'(alpha_k)
-    trigamma0 = (1.0 + t0) / a0  # [n, 1], psi'(alpha_0)
+    c = model_offset
+    lo, hi = concentration_bounds(k, torch.float64)
+    e, inside = _exp_clamped(logits, lo, hi, clamp)  # [n, K], exp(z_k) = alpha_k - c
+    sum_e = e.sum(-1, keepdim=True)  # [n, 1]
+    a0 = sum_e + k * c  # [n, 1]
+    alphas = e + c  # [n, K]
+    with_grad = grad_out is not None
+    # alpha < 10 (direct): psi(a), and the entropy class term 1/2 ln a + phi(a) + 1/2 ln 2 pi - (a - 1) r(a),
+    # which is lgamma(a) + a - (a - 1) psi(a) there (ln a cancels); a - 1 = e^z + (c - 1)
+    psi = torch.digamma(alphas)  # [n, K]
+    h = torch.lgamma(alphas).add_(alphas).addcmul_(e, psi, value=-1.0)  # [n, K]
+    if c != 1.0:
+        h.add_(psi, alpha=1.0 - c)
+    trigamma = t_minus = None
+    if with_grad:
+        trigamma = torch.polygamma(1, alphas)  # [n, K], psi'(a)
+        if c == 1.0:
+            t_minus = torch.mul(e, trigamma).sub_(1.0)  # [n, K], t(a) - psi'(a) = (a - 1) psi'(a) - 1
+        else:
+            t_minus = torch.mul(alphas, trigamma).sub_(1.0).sub_(trigamma)
+    if index is not None:  # alpha >= 10: the asymptotic series (no cancellation), only on those elements
+        big = alphas.view(-1).index_select(0, index)
+        big_e = e.view(-1).index_select(0, index)
+        r_big, phi_big, t_big = _series(big, with_grad)
+        log_big = torch.log(big)
+        psi.view(-1).index_copy_(0, index, log_big + r_big)
+        h_big = (0.5 * log_big + phi_big + 0.5 * _LN_2PI).addcmul_(big_e + (c - 1.0), r_big, value=-1.0)
+        h.view(-1).index_copy_(0, index, h_big)
+        if with_grad:
+            trigamma_big = (1.0 + t_big) / big
+            trigamma.view(-1).index_copy_(0, index, trigamma_big)
+            t_minus.view(-1).index_copy_(0, index, t_big.sub_(trigamma_big))
+    del alphas
+    h_sum = h.sum(-1, keepdim=True)  # [n, 1]
+    del h
+    pbar = log_mean_probs.to(torch.float64, copy=True).exp_()  # [n, K]
     mass = pbar.sum(-1, keepdim=True)  # [n, 1], S
-    grad_alpha = (t - t0 - trigamma + k * trigamma0) / precision.unsqueeze(-1) - pbar * trigamma + mass * trigamma0
-    return torch.where(_inside_clamp(logits), e * grad_alpha, torch.zeros_like(grad_alpha))  # [n, K]
+    psi_sum = psi.mul_(pbar).sum(-1, keepdim=True)  # [n, 1], sum_k pbar_k psi(a_k)
+    del psi
+    log_a0 = torch.log(a0)  # [n, 1]
+    r0 = _digamma_minus_log(a0)  # [n, 1]
+    expected_nll = mass * (log_a0 + r0) - psi_sum  # [n, 1]
+    entropy = (
+        h_sum
+        - (k - 0.5) * log_a0
+        - 0.5 * _LN_2PI
+        - _lgamma_stirling_remainder(a0)
+        + (sum_e + k * (c - 1.0)) * r0
+    )  # [n, 1]
+    bcol = precision.to(torch.float64).unsqueeze(-1)  # [n, 1]
+    if with_grad:
+        t0 = _x_trigamma_minus_one(a0)  # [n, 1]
+        trigamma0 = (1.0 + t0) / a0  # [n, 1]
+        per_row = (k * trigamma0 - t0) / bcol + mass * trigamma0  # [n, 1]
+        grad = torch.addcdiv(per_row, t_minus, bcol, out=t_minus)  # [n, K], (t - psi')/B + per_row
+        grad.addcmul_(pbar, trigamma, value=-1.0)  # - pbar_k psi'(a_k)
+        if inside is not None:
+            grad.masked_fill_(~inside, 0.0)
+        torch.mul(grad, e, out=grad_out)  # dC/dz_k = e^{z_k} dC/d alpha_k
+    return (expected_nll - entropy / bcol).squeeze(-1)  # [n]
 
 
 def proxy_dirichlet_loss_from_stats(
@@ -268,7 +427,10 @@ def proxy_dirichlet_loss_from_stats(
 
     Returns:
         ``[...]`` float64, not reduced and not masked. The gradient w.r.t. ``student_logits`` is analytic
-        (see :func:`_proxy_grad`) and comes back in the logits' dtype; none flows into ``stats``.
+        (see :func:`_proxy_chunk`) and comes back in the logits' dtype; none flows into ``stats``. It is
+        computed in the forward, on the same chunks of rows as the value (when grad mode is on and the
+        logits require grad), and saved as one ``[..., K]`` tensor in the logits' dtype (float32 for
+        fp16/bf16 logits); the backward only multiplies it by the upstream gradient.
 
     Note:
         Everything is float64. The entropy uses the Stirling form of
@@ -280,7 +442,7 @@ def proxy_dirichlet_loss_from_stats(
         :func:`~proxy_end2.uncertainty.dirichlet_concentrations` (float64 bounds, inactive for
         ``|z| < 354``). Finite logits and finite statistics give finite values and gradients. For
         ``model_offset >= 1`` the gradient is bounded, :math:`|\partial C/\partial z_k| \le 2.3 +
-        1.3 (K + 2)/B`, whatever the logits (each term of :func:`_proxy_grad` times :math:`e^{z_k}` is
+        1.3 (K + 2)/B`, whatever the logits (each term of :func:`_proxy_chunk`'s gradient times :math:`e^{z_k}` is
         bounded, using :math:`x\psi'(x+1) < 1` and :math:`x\psi'(x) \le \pi^2/6` for :math:`x \ge 1`),
         so fp16 logits are safe.
 
@@ -297,9 +459,7 @@ def _proxy_loss_given_precision(
     student_logits: Tensor, log_mean_probs: Tensor, target_precision: Tensor, model_offset: float
 ) -> Tensor:
     """The proxy loss for an explicit ``B`` ``[...]`` (float64) instead of one estimated from statistics."""
-    return _RowwiseLoss.apply(
-        _proxy_value, _proxy_grad, student_logits, log_mean_probs, target_precision.detach(), float(model_offset)
-    )
+    return _apply_rowwise(_proxy_chunk, student_logits, log_mean_probs, target_precision.detach(), float(model_offset))
 
 
 def proxy_dirichlet_loss(
@@ -336,46 +496,59 @@ def proxy_dirichlet_loss(
 # ------------------------------------------------------------------------------------------------------
 # EnD^2: Dirichlet negative log-likelihood of the members
 # ------------------------------------------------------------------------------------------------------
-def _nll_terms(logits: Tensor, mean_log_probs: Tensor, model_offset: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """``e = exp(clamped z)``, ``alpha``, ``alpha_0`` (keepdim) and ``g = mean_m ln p_m`` with
-    ``(alpha_k - 1) g_k = 0`` where ``alpha_k = 1`` (float64, ``[n, K]``)."""
-    e, alphas, a0 = _alphas_f64(logits, model_offset)
-    g = mean_log_probs.to(torch.float64)  # [n, K]
-    g = torch.where(alphas == 1.0, torch.zeros_like(g), g)  # 0 * ln 0 = 0
-    return e, alphas, a0, g
+def _nll_chunk(
+    logits: Tensor,
+    mean_log_probs: Tensor,
+    _: None,
+    clamp: bool,
+    index: Tensor | None,
+    grad_out: Tensor | None,
+    model_offset: float,
+) -> Tensor:
+    r"""EnD\ :sup:`2` value for a chunk of rows, float64 ``[n]``, and, into ``grad_out``, its gradient.
 
-
-def _nll_value(logits: Tensor, mean_log_probs: Tensor, _: None, model_offset: float) -> Tensor:
-    r"""EnD\ :sup:`2` value for a chunk of rows, float64 ``[n]``: Stirling-form ``ln B(alpha)`` (see
-    :func:`~proxy_end2.uncertainty.dirichlet_log_beta`) minus :math:`\sum_k (\alpha_k - 1) g_k`,
+    Value: Stirling-form ``ln B(alpha)`` (see :func:`~proxy_end2.uncertainty.dirichlet_log_beta`) minus
+    :math:`\sum_k (\alpha_k - 1) g_k` (``g = mean_m ln p_m``, with :math:`(\alpha_k - 1) g_k = 0` where
+    :math:`\alpha_k = 1`),
 
     .. math::
 
-        C = \sum_k \big[(\alpha_k - 1)(\ln\mu_k - g_k) + \tfrac12 \ln\mu_k\big]
-            - \frac{K-1}{2}(\ln\alpha_0 - \ln 2\pi) + \sum_k \phi(\alpha_k) - \phi(\alpha_0).
+        C = \sum_k \big[(\alpha_k - 1)(\ln\mu_k - g_k) + \tfrac12 \ln\mu_k + \phi(\alpha_k)\big]
+            - \frac{K-1}{2}(\ln\alpha_0 - \ln 2\pi) - \phi(\alpha_0),
+
+    grouped per class: the :math:`\alpha_k`-sized parts cancel inside each class instead of between two
+    :math:`\alpha_0\ln\alpha_0`-sized sums. Gradient: :math:`\partial C/\partial z_k = e^{z_k}\,[\ln\mu_k
+    - g_k + r(\alpha_k) - r(\alpha_0)]` (:math:`= e^{z_k}[\psi(\alpha_k) - \psi(\alpha_0) - g_k]`; 0 where
+    the logit is clamped).
     """
     k = logits.shape[-1]
-    e, alphas, a0, g = _nll_terms(logits, mean_log_probs, model_offset)
+    c = model_offset
+    lo, hi = concentration_bounds(k, torch.float64)
+    e, inside = _exp_clamped(logits, lo, hi, clamp)  # [n, K]
+    a0 = e.sum(-1, keepdim=True) + k * c  # [n, 1]
+    alphas = e + c  # [n, K]
+    log_alphas = torch.log(alphas)  # [n, K]
+    with_grad = grad_out is not None
+    r, phi2 = _remainders(alphas, log_alphas, index, with_r=with_grad)
     log_a0 = torch.log(a0)  # [n, 1]
-    log_mu = torch.log(alphas) - log_a0  # [n, K]
-    # (alpha_k - 1/2) ln mu_k - (alpha_k - 1) g_k, grouped per class: the alpha_k-sized parts cancel
-    # inside each class instead of between two alpha_0 ln alpha_0-sized sums
-    per_class = (e + (model_offset - 1.0)) * (log_mu - g) + 0.5 * log_mu  # [n, K]
-    return (
-        per_class.sum(-1)
-        - 0.5 * (k - 1) * (log_a0.squeeze(-1) - _LN_2PI)
-        + _lgamma_stirling_remainder(alphas).sum(-1)
-        - _lgamma_stirling_remainder(a0).squeeze(-1)
-    )  # [n]
-
-
-def _nll_grad(logits: Tensor, mean_log_probs: Tensor, _: None, model_offset: float) -> Tensor:
-    r""":math:`\partial C/\partial z_k = e^{z_k}\,[\psi(\alpha_k) - \psi(\alpha_0) - g_k]`, with
-    :math:`\psi(\alpha_k) - \psi(\alpha_0) = \ln(\alpha_k/\alpha_0) + r(\alpha_k) - r(\alpha_0)`
-    (float64 ``[n, K]``; 0 where the logit is clamped)."""
-    e, alphas, a0, g = _nll_terms(logits, mean_log_probs, model_offset)
-    digamma_gap = torch.log(alphas) - torch.log(a0) + _digamma_minus_log(alphas) - _digamma_minus_log(a0)
-    return torch.where(_inside_clamp(logits), e * (digamma_gap - g), torch.zeros_like(e))  # [n, K]
+    log_mu = log_alphas.sub_(log_a0)  # [n, K], ln(alpha_k / alpha_0)
+    gap = mean_log_probs.to(torch.float64, copy=True)  # [n, K], g
+    gap.masked_fill_(alphas == 1.0, 0.0)  # 0 * ln 0 = 0
+    del alphas
+    gap = torch.sub(log_mu, gap, out=gap)  # [n, K], ln mu_k - g_k
+    per_class = phi2.addcmul_(e, gap).add_(log_mu, alpha=0.5)  # [n, K], + phi(a_k) + 1/2 ln 2 pi
+    if c != 1.0:
+        per_class.add_(gap, alpha=c - 1.0)
+    value = (
+        per_class.sum(-1, keepdim=True) - 0.5 * (k - 1) * log_a0 - 0.5 * _LN_2PI - _lgamma_stirling_remainder(a0)
+    )  # [n, 1]
+    del per_class, phi2, log_mu, log_alphas
+    if with_grad:
+        grad = gap.add_(r).sub_(_digamma_minus_log(a0))  # [n, K], psi(a_k) - psi(a_0) - g_k
+        if inside is not None:
+            grad.masked_fill_(~inside, 0.0)
+        torch.mul(grad, e, out=grad_out)
+    return value.squeeze(-1)  # [n]
 
 
 def dirichlet_nll_loss_from_stats(
@@ -419,7 +592,7 @@ def dirichlet_nll_loss_from_stats(
     """
     _check_student_stats(student_logits, stats)
     _check_model_offset(model_offset)
-    return _RowwiseLoss.apply(_nll_value, _nll_grad, student_logits, stats.mean_log_probs, None, float(model_offset))
+    return _apply_rowwise(_nll_chunk, student_logits, stats.mean_log_probs, None, float(model_offset))
 
 
 def dirichlet_nll_loss(student_logits: Tensor, teacher_logits: Tensor, model_offset: float = 1.0) -> Tensor:

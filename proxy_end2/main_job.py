@@ -63,14 +63,15 @@ class MainJobConfig:
     num_teachers: int = 3
     vocab_size: int = 1700
     ambiguity: float = 0.2
-    train_size: int = 12000
-    valid_size: int = 300
-    test_size: int = 400
+    train_size: int = 6000
+    valid_size: int = 200
+    test_size: int = 300
     teacher_arch: str = "transformer_tiny"
     student_arch: str = "prior_transformer_tiny"
     teacher_epochs: int = 12
     student_epochs: int = 12
-    max_tokens: int = 2048
+    max_tokens: int = 1024
+    warmup_updates: int = 100
     lr: float = 0.003
     beam: int = 5
     nbest: int = 5
@@ -159,7 +160,7 @@ def train_args(cfg: MainJobConfig, data_bin: Path, save_dir: Path, seed: int, ep
     return [
         data_bin, "-s", SRC, "-t", TGT, "--share-decoder-input-output-embed",
         "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", str(cfg.lr),
-        "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "300", "--clip-norm", "1.0",
+        "--lr-scheduler", "inverse_sqrt", "--warmup-updates", str(cfg.warmup_updates), "--clip-norm", "1.0",
         "--max-tokens", str(cfg.max_tokens), "--max-epoch", str(epochs), "--dropout", "0.1",
         "--save-dir", save_dir, "--seed", str(seed), "--no-epoch-checkpoints", "--num-workers", "0", "--cpu",
         "--log-format", "simple", "--log-interval", "100",
@@ -299,7 +300,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=defaults.out, help="output folder (re-running resumes it)")
     for key in ("num_teachers", "vocab_size", "train_size", "valid_size", "test_size", "teacher_epochs",
-                "student_epochs", "max_tokens", "beam", "nbest", "seed"):
+                "student_epochs", "max_tokens", "warmup_updates", "beam", "nbest", "seed"):
         parser.add_argument("--" + key.replace("_", "-"), type=int, default=getattr(defaults, key),
                             help=f"(default {getattr(defaults, key)})")
     parser.add_argument("--ambiguity", type=float, default=defaults.ambiguity,

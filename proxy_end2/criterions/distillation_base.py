@@ -31,6 +31,16 @@ from fairseq.logging import metrics
 from ..models.prior_transformer import DEFAULT_MODEL_OFFSET
 from ..tasks.translation_distillation import TEACHER_STATS_KEY
 from ..uncertainty import EnsembleStatistics, proxy_precision
+from ..uncertainty.ensemble import _row_slices
+
+def _logsumexp_f64(logits: Tensor) -> Tensor:
+    """``logsumexp`` of ``logits`` [N, K] over the classes in float64, [N], computed on row chunks so that the
+    float64 temporaries stay small whatever N * K is."""
+    out = torch.empty(logits.size(0), dtype=torch.float64, device=logits.device)
+    for rows in _row_slices(logits.size(0), logits.size(-1), logits.device):
+        out[rows] = torch.logsumexp(logits[rows].double(), dim=-1)
+    return out
+
 
 #: statistics logged as sums over tokens and reported as per-token means
 TOKEN_MEAN_KEYS = ("student_alpha0", "ensemble_mkl", "ensemble_precision", "target_precision")
@@ -80,13 +90,21 @@ class DistillationCriterion(FairseqCriterion):
                 f"have shape {tuple(logits.shape)}: teachers and student must share the target dictionary"
             )
         mask = target.ne(self.padding_idx)  # B x T
-        token_logits = logits[mask]  # N x K
-        token_stats = stats.select(mask)
+        no_padding = bool(mask.all())
+        if no_padding:  # views: no N x K copies of the logits and statistics
+            token_logits = logits.reshape(-1, logits.size(-1))  # N x K
+            token_target = target.reshape(-1)  # N
+        else:
+            token_logits = logits[mask]  # N x K
+            token_target = target[mask]  # N
+        token_stats = stats.select(mask)  # views when nothing is padding
         losses = self.token_losses(model, token_logits, token_stats)  # N
         self._check_finite(losses, token_logits)
 
         if reduce:
             loss = losses.sum()
+        elif no_padding:
+            loss = losses.reshape(mask.shape)  # B x T
         else:
             loss = losses.new_zeros(mask.shape).masked_scatter(mask, losses)  # B x T, 0 at padding
         ntokens = sample["ntokens"]
@@ -97,15 +115,18 @@ class DistillationCriterion(FairseqCriterion):
             "nsentences": sample["target"].size(0),
             "sample_size": sample_size,
         }
-        logging_output.update(self._token_statistics(model, token_logits, token_stats, target[mask]))
+        logging_output.update(self._token_statistics(model, token_logits, token_stats, token_target))
         return loss, sample_size, logging_output
 
     @torch.no_grad()
     def _token_statistics(self, model, logits: Tensor, stats: EnsembleStatistics, target: Tensor) -> dict:
-        logits64 = logits.detach().double()
+        # one float64 logsumexp per token (on row chunks: no N x K float64 copy) gives both the NLL and alpha_0;
+        # the teacher MKL is computed once per step (cached on the statistics) for the three MKL-based entries
+        logits = logits.detach()
         num_classes = logits.size(-1)
-        nll = -torch.log_softmax(logits64, dim=-1).gather(-1, target.unsqueeze(-1)).sum()
-        alpha0 = torch.logsumexp(logits64, dim=-1).exp() + num_classes * model_offset_of(model)  # N
+        lse = _logsumexp_f64(logits)  # N
+        nll = (lse - logits.gather(-1, target.unsqueeze(-1)).squeeze(-1).double()).sum()
+        alpha0 = lse.exp() + num_classes * model_offset_of(model)  # N
         out = {
             "nll_loss": nll,
             "student_alpha0": alpha0.sum(),

@@ -58,6 +58,45 @@ UNCERTAINTY_KEYS: tuple[str, ...] = (
 """Names of the token-level uncertainty measures, in the order the dictionaries list them."""
 
 
+#: Row-chunk size (elements) of the ``[..., K]`` passes below and of :mod:`proxy_end2.losses`, by device:
+#: ``2**20`` on CPU (the benchmark measured the float64 loss 2.3x faster than with ``2**24``, with a lower
+#: peak: chunk-sized temporaries of 8 MB are reused from glibc's heap instead of being ``mmap``-ed and
+#: page-faulted at every allocation), ``2**24`` elsewhere (on the H100 smaller chunks are slower: launches,
+#: per-chunk work on ``[n, 1]`` tensors). ``None`` picks by device; an int overrides it (tests, benchmarks).
+_CHUNK_ELEMENTS: int | None = None
+_CHUNK_ELEMENTS_CPU = 1 << 20
+_CHUNK_ELEMENTS_GPU = 1 << 24
+
+
+def _default_chunk_elements(device: torch.device) -> int:
+    """Elements per row chunk of a ``[..., K]`` pass on ``device`` (see ``_CHUNK_ELEMENTS``)."""
+    if _CHUNK_ELEMENTS is not None:
+        return int(_CHUNK_ELEMENTS)
+    return _CHUNK_ELEMENTS_CPU if torch.device(device).type == "cpu" else _CHUNK_ELEMENTS_GPU
+
+
+def _row_slices(num_rows: int, num_classes: int, device: torch.device, chunk_elements: int | None = None) -> list[slice]:
+    """Row ranges of at most ``chunk_elements`` elements (at least one row each) of an ``[num_rows, K]`` tensor."""
+    elements = _default_chunk_elements(device) if chunk_elements is None else chunk_elements
+    rows = max(1, elements // max(1, num_classes))
+    return [slice(i, min(i + rows, num_rows)) for i in range(0, num_rows, rows)]
+
+
+def _rowwise_sum(fn, *tensors: Tensor) -> Tensor:
+    """``fn(*row_chunks).sum(-1)`` over row chunks of ``[..., K]`` tensors of one shape: the ``[..., K]``
+    temporaries of ``fn`` are bounded by the chunk size. Returns ``[...]`` (per-row sums are the same as on
+    the whole tensor)."""
+    first = tensors[0]
+    k = first.shape[-1]
+    if first.numel() == 0:
+        return fn(*tensors).sum(-1)
+    flat = [t.reshape(-1, k) for t in tensors]  # views for contiguous statistics
+    out = torch.empty(flat[0].shape[0], dtype=first.dtype, device=first.device)
+    for rows in _row_slices(out.shape[0], k, first.device):
+        out[rows] = fn(*(t[rows] for t in flat)).sum(-1)
+    return out.reshape(first.shape[:-1])
+
+
 def _xlogx_from_log(log_x: Tensor) -> Tensor:
     r"""Elementwise :math:`x \ln x` from :math:`\ln x`, with the convention :math:`0 \ln 0 = 0`.
 
@@ -65,6 +104,14 @@ def _xlogx_from_log(log_x: Tensor) -> Tensor:
     the product ``0 * (-finfo.max) = 0`` instead, without changing any value whose ``exp`` is non-zero.
     """
     return log_x.exp() * log_x.clamp(min=torch.finfo(log_x.dtype).min)
+
+
+def _mkl_terms(log_mean: Tensor, mean_log: Tensor) -> Tensor:
+    r""":math:`\bar p_k \max(0, \ln\bar p_k - \frac1M\sum_m \ln p_{mk})`, 0 where :math:`\bar p_k = 0`
+    (two ``[n, K]`` temporaries and a bool mask)."""
+    gap = torch.sub(log_mean, mean_log).clamp_(min=0.0)  # [n, K], >= 0 by Jensen
+    gap.masked_fill_((log_mean > -math.inf).logical_not_(), 0.0)  # pbar_k = 0: avoid 0 * (nan or inf)
+    return gap.mul_(log_mean.exp())  # [n, K]
 
 
 @dataclass(frozen=True, eq=False)
@@ -89,6 +136,14 @@ class EnsembleStatistics:
         \mathcal{H}[\bar p]`. Both are of the order of the :math:`\varepsilon = 2^{-23}` of the proxy
         precision, which is therefore noise-limited for agreeing teachers. float64 statistics
         (``EnsembleStatisticsAccumulator(dtype=torch.float64)``) push the floor to ~1e-15.
+
+    Note:
+        Treated as immutable: :meth:`entropy_of_expected` and :meth:`mkl` are computed once per object (on
+        row chunks, so their ``[..., K]`` temporaries are bounded) and cached, so that the criteria, the
+        proxy precision and the logging can all ask for them in one step at the cost of one evaluation.
+        Each call returns a fresh copy of the cached ``[...]`` tensor. Do not modify the statistics'
+        tensors in place after calling them. Results that require grad (statistics with an autograd
+        history, grad mode on) are not cached.
 
     Raises:
         ValueError: if ``num_members < 1`` or the shapes of the three tensors do not agree.
@@ -125,6 +180,20 @@ class EnsembleStatistics:
         """The batch shape ``[...]`` in front of the class dimension."""
         return self.log_mean_probs.shape[:-1]
 
+    def _cached(self, name: str, compute) -> Tensor:
+        """``compute()`` once per object (not if it requires grad); returns a copy, the cache stays private."""
+        cache = self.__dict__.get("_cache")
+        if cache is None:
+            cache = {}
+            object.__setattr__(self, "_cache", cache)  # frozen dataclass: bypass its __setattr__
+        value = cache.get(name)
+        if value is None:
+            value = compute()
+            if value.requires_grad or self.log_mean_probs.requires_grad or self.mean_log_probs.requires_grad:
+                return value  # an autograd history: no caching
+            cache[name] = value
+        return value.clone()
+
     def mean_probs(self) -> Tensor:
         r""":math:`\bar p`, ``[..., K]``."""
         return self.log_mean_probs.exp()
@@ -135,7 +204,7 @@ class EnsembleStatistics:
         Note:
             Uses :math:`0 \ln 0 = 0`, so a class that every member rules out (``-inf`` logits) adds 0.
         """
-        return -_xlogx_from_log(self.log_mean_probs).sum(-1)  # [...]
+        return self._cached("entropy_of_expected", lambda: -_rowwise_sum(_xlogx_from_log, self.log_mean_probs))
 
     def mutual_information(self) -> Tensor:
         r"""Knowledge uncertainty :math:`\mathrm{MI} = \mathcal{H}[\bar p] - \mathrm{ExE} \ge 0`, ``[...]``.
@@ -158,11 +227,7 @@ class EnsembleStatistics:
             (a ``-inf`` logit) to a class that another member supports, :math:`\mathrm{KL}(\bar p \| p_m)`
             is genuinely infinite and so is the result. Finite logits always give a finite value.
         """
-        log_mean = self.log_mean_probs  # [..., K]
-        gap = (log_mean - self.mean_log_probs).clamp(min=0.0)  # [..., K], >= 0 by Jensen
-        support = log_mean > -math.inf  # [..., K], pbar_k > 0
-        gap = torch.where(support, gap, torch.zeros_like(gap))  # avoid 0 * (nan or inf)
-        return (log_mean.exp() * gap).sum(-1)  # [...]
+        return self._cached("mkl", lambda: _rowwise_sum(_mkl_terms, self.log_mean_probs, self.mean_log_probs))
 
     def epkl(self) -> Tensor:
         r"""Expected pairwise KL :math:`\frac{1}{M^2}\sum_{m,m'} \mathrm{KL}(p_m \| p_{m'})
@@ -175,9 +240,9 @@ class EnsembleStatistics:
 
     def uncertainty(self) -> dict[str, Tensor]:
         """The five token-level measures of :data:`UNCERTAINTY_KEYS`, each ``[...]`` in nats."""
-        eoe = self.entropy_of_expected()  # [...]
+        eoe = self.entropy_of_expected()  # [...], cached
         mi = (eoe - self.expected_entropy).clamp(min=0.0)  # [...]
-        mkl = self.mkl()  # [...]
+        mkl = self.mkl()  # [...], cached
         return {
             "entropy_of_expected": eoe,
             "expected_entropy": self.expected_entropy,
@@ -194,6 +259,8 @@ class EnsembleStatistics:
 
         Returns:
             Statistics with flattened leading shape ``[N]`` (``N = mask.sum()``): ``[N, K]`` and ``[N]``.
+            When ``mask`` is all True nothing is copied: the result holds reshaped views of these tensors
+            (and their cached MKL / entropy of the expected, if any).
 
         Raises:
             ValueError: if ``mask`` is not boolean or its shape differs from the leading shape.
@@ -204,12 +271,27 @@ class EnsembleStatistics:
             raise ValueError(
                 f"mask shape {tuple(mask.shape)} != leading shape {tuple(self.leading_shape)} of the statistics"
             )
-        return EnsembleStatistics(
-            log_mean_probs=self.log_mean_probs[mask],  # [N, K]
-            mean_log_probs=self.mean_log_probs[mask],  # [N, K]
-            expected_entropy=self.expected_entropy[mask],  # [N]
-            num_members=self.num_members,
-        )
+        cache = self.__dict__.get("_cache") or {}
+        if bool(mask.all()):  # no padding: views, no [N, K] copies
+            k = self.num_classes
+            selected = EnsembleStatistics(
+                log_mean_probs=self.log_mean_probs.reshape(-1, k),  # [N, K]
+                mean_log_probs=self.mean_log_probs.reshape(-1, k),  # [N, K]
+                expected_entropy=self.expected_entropy.reshape(-1),  # [N]
+                num_members=self.num_members,
+            )
+            carried = {name: value.reshape(-1) for name, value in cache.items()}
+        else:
+            selected = EnsembleStatistics(
+                log_mean_probs=self.log_mean_probs[mask],  # [N, K]
+                mean_log_probs=self.mean_log_probs[mask],  # [N, K]
+                expected_entropy=self.expected_entropy[mask],  # [N]
+                num_members=self.num_members,
+            )
+            carried = {name: value[mask] for name, value in cache.items()}
+        if carried:
+            object.__setattr__(selected, "_cache", carried)
+        return selected
 
 
 class EnsembleStatisticsAccumulator:
@@ -225,6 +307,17 @@ class EnsembleStatisticsAccumulator:
 
     so :math:`\ln \bar p = \ln S - \ln M` keeps full relative precision even for probabilities that
     underflow (``exp`` is never taken before the logarithm).
+
+    Memory: the accumulator owns two ``[..., K]`` running sums (in ``dtype``) and an ``[...]`` one, and
+    updates them in place, row chunk by row chunk, so :meth:`add` needs only chunk-sized temporaries on top
+    of them and of the member's logits (the caller's tensor is never written to, nor kept).
+    :meth:`finalize` allocates the two ``[..., K]`` tensors of the statistics it returns (the running
+    sums stay, so more members can be added); they never share memory with the accumulator.
+
+    Autograd: :meth:`add` stays differentiable. When grad mode is on and the member's logits require grad,
+    or the running sums already have an autograd history, it runs out of place on whole tensors (a plain
+    sequence of torch ops, about seven ``[..., K]`` tensors at its peak). Otherwise (the teachers run
+    under ``torch.no_grad()``) it takes the in-place path. Both give the same values.
 
     Args:
         dtype: floating dtype of the accumulation and of the statistics (default float32).
@@ -246,6 +339,7 @@ class EnsembleStatisticsAccumulator:
         self._log_sum_probs: Tensor | None = None  # [..., K], ln sum_m p_m
         self._sum_log_probs: Tensor | None = None  # [..., K], sum_m ln p_m
         self._sum_neg_entropy: Tensor | None = None  # [...], sum_m sum_k p ln p
+        self._owned = False  # the three sums are distinct tensors that only this object references
 
     @property
     def num_members(self) -> int:
@@ -257,7 +351,8 @@ class EnsembleStatisticsAccumulator:
 
         Args:
             member_logits: ``[..., K]`` logits or log-probabilities of ONE member (``log_softmax`` is
-                idempotent), any floating dtype (fp16/bf16 are upcast to ``self.dtype`` first).
+                idempotent), any floating dtype (fp16/bf16 are upcast to ``self.dtype`` first). Not
+                modified.
 
         Raises:
             ValueError: if the tensor is not floating point, has no class dimension, or its shape differs
@@ -272,21 +367,64 @@ class EnsembleStatisticsAccumulator:
                 f"member {self._num_members} has shape {tuple(member_logits.shape)}, expected "
                 f"{tuple(self._shape)} like the first member"
             )
+        history = self._num_members > 0 and any(
+            t.requires_grad for t in (self._log_sum_probs, self._sum_log_probs, self._sum_neg_entropy)
+        )
+        differentiable = history or (torch.is_grad_enabled() and member_logits.requires_grad)
+        if differentiable or member_logits.numel() == 0 or (self._num_members > 0 and not self._owned):
+            self._add_out_of_place(member_logits)
+        else:
+            self._add_in_place(member_logits)
+        self._shape = member_logits.shape
+        self._num_members += 1
+
+    def _add_out_of_place(self, member_logits: Tensor) -> None:
+        """Whole-tensor, autograd-friendly update; its results are fresh tensors (owned unless aliased)."""
         log_probs = torch.log_softmax(member_logits.to(self.dtype), dim=-1)  # [..., K]
         neg_entropy = _xlogx_from_log(log_probs).sum(-1)  # [...], sum_k p ln p <= 0
         if self._num_members == 0:
-            self._shape = member_logits.shape
             self._log_sum_probs = log_probs
-            self._sum_log_probs = log_probs
+            self._sum_log_probs = log_probs  # the same tensor twice: not owned (never updated in place)
             self._sum_neg_entropy = neg_entropy
+            self._owned = False
         else:
             self._log_sum_probs = torch.logaddexp(self._log_sum_probs, log_probs)  # [..., K]
             self._sum_log_probs = self._sum_log_probs + log_probs  # [..., K]
             self._sum_neg_entropy = self._sum_neg_entropy + neg_entropy  # [...]
-        self._num_members += 1
+            self._owned = True
+
+    def _add_in_place(self, member_logits: Tensor) -> None:
+        """Row chunk by row chunk into the accumulator's own buffers; same values as the whole-tensor path."""
+        k = member_logits.shape[-1]
+        logits = member_logits.reshape(-1, k)  # [N, K], a view when possible (read only)
+        n = logits.shape[0]
+        first = self._num_members == 0
+        if first:
+            kw = dict(dtype=self.dtype, device=member_logits.device)
+            self._log_sum_probs = torch.empty(member_logits.shape, **kw)
+            self._sum_log_probs = torch.empty(member_logits.shape, **kw)
+            self._sum_neg_entropy = torch.empty(member_logits.shape[:-1], **kw)
+            self._owned = True
+        log_sum = self._log_sum_probs.view(-1, k)  # [N, K]
+        sum_log = self._sum_log_probs.view(-1, k)  # [N, K]
+        neg_entropy = self._sum_neg_entropy.view(-1)  # [N]
+        for rows in _row_slices(n, k, member_logits.device):
+            log_probs = torch.log_softmax(logits[rows].to(self.dtype), dim=-1)  # [n, K]
+            chunk_neg_entropy = _xlogx_from_log(log_probs).sum(-1)  # [n]
+            if first:
+                log_sum[rows] = log_probs
+                sum_log[rows] = log_probs
+                neg_entropy[rows] = chunk_neg_entropy
+            else:
+                torch.logaddexp(log_sum[rows], log_probs, out=log_sum[rows])
+                sum_log[rows].add_(log_probs)
+                neg_entropy[rows].add_(chunk_neg_entropy)
 
     def finalize(self) -> EnsembleStatistics:
         """Return the statistics of the members added so far (the accumulator stays usable).
+
+        The returned tensors are new (two ``[..., K]`` and one ``[...]``): later :meth:`add` calls do not
+        change them.
 
         Raises:
             ValueError: if no member was added.

@@ -229,3 +229,55 @@ def test_non_finite_loss_names_the_problem():
 def test_bad_target_offset_rejected():
     with pytest.raises(ValueError, match="target-offset"):
         ProxyDirichletDistillationCriterion(TASK, sentence_avg=False, target_offset=-1.0)
+
+
+@pytest.mark.parametrize("name", sorted(CRITERIA))
+def test_batch_without_padding_takes_the_view_path(name):
+    """Sentence 0 has no padding: the criterion uses views (no logits[mask] / select copies); same loss,
+    same per-token reduce=False values and the same logged statistics as through the masked path."""
+    crit = _criterion(name)
+    sample = _sample_single(0)
+    logits = STUDENT_LOGITS[:1, :3]
+    loss, _, log = crit(FixedLogitsModel(logits), sample)
+    unreduced, _, _ = crit(FixedLogitsModel(logits), sample, reduce=False)
+    want = CRITERIA[name][2](logits, _teacher_logits()[:1, :3], 1.0)  # 1 x 3
+    assert loss.item() == pytest.approx(want.sum().item(), rel=1e-12)
+    assert unreduced.shape == (1, 3)
+    torch.testing.assert_close(unreduced.detach(), want, rtol=1e-12, atol=0)
+    _, _, padded_log = crit(FixedLogitsModel(STUDENT_LOGITS), _sample())  # sentence 0 is part of this batch
+    assert log["ntokens"] == 3
+    stats = sample[TEACHER_STATS_KEY]
+    selected = stats.select(torch.ones(1, 3, dtype=torch.bool))
+    assert selected.log_mean_probs.data_ptr() == stats.log_mean_probs.data_ptr()
+    assert float(log["ensemble_mkl"]) == pytest.approx(stats.mkl().sum().item(), rel=1e-12)
+    assert float(padded_log["ensemble_mkl"]) > float(log["ensemble_mkl"])  # sentence 1 adds its tokens
+
+
+def test_proxy_criterion_computes_the_teacher_mkl_once_per_step(monkeypatch):
+    """token_losses (target precision), ensemble_mkl, ensemble_precision and target_precision all use the MKL:
+    one evaluation per step, with or without padding."""
+    import proxy_end2.uncertainty.ensemble as ensemble
+
+    calls = []
+    real = ensemble._mkl_terms
+    monkeypatch.setattr(ensemble, "_mkl_terms", lambda *a: calls.append(1) or real(*a))
+    crit = _criterion("proxy_dirichlet_distillation")
+    crit(FixedLogitsModel(STUDENT_LOGITS), _sample())
+    assert len(calls) == 1
+    crit(FixedLogitsModel(STUDENT_LOGITS[:1, :3]), _sample_single(0))
+    assert len(calls) == 2
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_logged_nll_and_alpha0_of_low_precision_logits(dtype):
+    """Half/float32 student logits: the logged NLL and alpha_0 are those of the (exactly upcast) logits,
+    computed in float64."""
+    crit = _criterion("proxy_dirichlet_distillation")
+    logits = STUDENT_LOGITS.to(dtype)
+    _, _, log = crit(FixedLogitsModel(logits), _sample())
+    mask = TARGET.ne(PAD)
+    z = logits.double()
+    nll = -torch.log_softmax(z, -1).gather(-1, TARGET.clamp(min=0).unsqueeze(-1)).squeeze(-1)[mask].sum()
+    alpha0 = (z.exp() + 1.0).sum(-1)[mask].sum()
+    assert float(log["nll_loss"]) == pytest.approx(nll.item(), rel=1e-12)
+    assert float(log["student_alpha0"]) == pytest.approx(alpha0.item(), rel=1e-12)

@@ -518,3 +518,112 @@ def test_errors():
     with pytest.raises(ValueError, match="K >= 2"):
         proxy_precision(ensemble_statistics(torch.zeros(3, 1)))
     assert PRECISION_CHOICES == ("mkl", "epkl")
+
+
+# ====================================================================== fused value + gradient (memory, dtypes, paths)
+@pytest.mark.parametrize("loss_fn", [proxy_dirichlet_loss_from_stats, dirichlet_nll_loss_from_stats])
+@pytest.mark.parametrize(
+    "dtype,saved_dtype",
+    [(F64, F64), (torch.float32, torch.float32), (torch.float16, torch.float32), (torch.bfloat16, torch.float32)],
+)
+def test_saves_only_the_gradient_in_the_logits_dtype(loss_fn, dtype, saved_dtype):
+    """The gradient is computed in the forward: the only saved tensor is dC/dz [..., K] (float32 for half
+    logits), neither the logits nor the statistics."""
+    k = 11
+    stats = ensemble_statistics(_teachers(2, 3, k=k, seed=80).float())
+    z = _randn(2, 3, k, seed=81, dtype=dtype).requires_grad_()
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        loss = loss_fn(z, stats)
+    assert [(t.dtype, tuple(t.shape)) for t in saved] == [(saved_dtype, (6, k))]  # flattened [N, K]
+    assert all(t.data_ptr() not in (z.data_ptr(), stats.log_mean_probs.data_ptr(), stats.mean_log_probs.data_ptr())
+               for t in saved)
+    loss.sum().backward()
+    assert z.grad.dtype == dtype
+
+
+@pytest.mark.parametrize("loss_fn", [proxy_dirichlet_loss_from_stats, dirichlet_nll_loss_from_stats])
+def test_no_gradient_work_without_grad(loss_fn):
+    """Under no_grad (validation) or for logits without requires_grad the same value, and nothing saved."""
+    stats = ensemble_statistics(_teachers(3, k=9, seed=82))
+    z = _randn(3, 9, scale=2.0, seed=83).requires_grad_()
+    want = loss_fn(z, stats)
+    with torch.no_grad():
+        got = loss_fn(z, stats)
+    torch.testing.assert_close(got, want.detach(), rtol=0, atol=0)
+    torch.testing.assert_close(loss_fn(z.detach(), stats), want.detach(), rtol=0, atol=0)
+    assert not got.requires_grad
+
+
+@pytest.mark.parametrize("loss_fn", [proxy_dirichlet_loss_from_stats, dirichlet_nll_loss_from_stats])
+def test_backward_twice_with_retained_graph(loss_fn):
+    stats = ensemble_statistics(_teachers(3, k=9, seed=84))
+    z = _randn(3, 9, scale=2.0, seed=85).requires_grad_()
+    loss = loss_fn(z, stats)
+    (g1,) = torch.autograd.grad((loss * 2.0).sum(), z, retain_graph=True)
+    (g2,) = torch.autograd.grad(loss.sum(), z)
+    torch.testing.assert_close(g1, 2.0 * g2, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("loss_fn", [proxy_dirichlet_loss_from_stats, dirichlet_nll_loss_from_stats])
+def test_half_precision_gradient_is_scaled_before_rounding(loss_fn):
+    """A loss-scaled fp16 backward (upstream 2^20) rounds upstream * dC/dz once to fp16, like the float32
+    path, so gradients below fp16's range before scaling survive (the saved gradient is float32)."""
+    teachers = _teachers(2, k=8, seed=86)
+    stats = ensemble_statistics(teachers)
+    z16 = (_randn(2, 8, scale=2.0, seed=87) - 25.0).half().requires_grad_()  # alpha - 1 ~ 1e-11: tiny gradients
+    z32 = z16.detach().float().requires_grad_()
+    scale = 2.0**20
+    (loss_fn(z16, stats).sum() * scale).backward()
+    (loss_fn(z32, stats).sum() * scale).backward()
+    assert z16.grad.dtype == torch.float16
+    tiny = z32.grad.abs() / scale < 2.0**-25  # these would round to 0 in fp16 before scaling
+    assert tiny.any() and (z16.grad[tiny] != 0).float().mean() > 0.5
+    torch.testing.assert_close(z16.grad, z32.grad.half(), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("loss_fn", [proxy_dirichlet_loss_from_stats, dirichlet_nll_loss_from_stats])
+def test_clamped_logits_have_zero_gradient_and_the_value_of_the_bound(loss_fn):
+    from proxy_end2.uncertainty import concentration_bounds
+
+    k = 6
+    stats = ensemble_statistics(_teachers(3, k=k, seed=88))
+    lo, hi = concentration_bounds(k, F64)
+    z = _randn(3, k, seed=89)
+    z[0, 1], z[1, 2], z[2, 3] = 1e4, -1e4, float("inf")
+    z.requires_grad_()
+    loss = loss_fn(z, stats, model_offset=1.0)
+    loss.sum().backward()
+    assert torch.isfinite(loss).all() and torch.isfinite(z.grad).all()
+    assert z.grad[0, 1] == 0 and z.grad[1, 2] == 0 and z.grad[2, 3] == 0
+    torch.testing.assert_close(loss.detach(), loss_fn(z.detach().clamp(lo, hi), stats), rtol=0, atol=0)
+    assert (z.grad[0].abs().sum() > 0) and (z.grad[1].abs().sum() > 0)
+
+
+def test_series_match_the_dirichlet_helpers_above_ten():
+    """losses._series evaluates the three asymptotic series with shared powers: same values as the helpers."""
+    from proxy_end2.losses import _series
+    from proxy_end2.uncertainty.dirichlet import (
+        _digamma_minus_log,
+        _lgamma_stirling_remainder,
+        _x_trigamma_minus_one,
+    )
+
+    x = torch.cat([10.0 + torch.rand(1000, dtype=F64, generator=torch.Generator().manual_seed(90)) * 90,
+                   torch.logspace(2, 300, 200, dtype=F64)])
+    r, phi, t = _series(x, with_t=True)
+    torch.testing.assert_close(r, _digamma_minus_log(x), rtol=0, atol=0)
+    torch.testing.assert_close(phi, _lgamma_stirling_remainder(x), rtol=0, atol=0)
+    torch.testing.assert_close(t, _x_trigamma_minus_one(x), rtol=0, atol=0)
+
+
+def test_default_chunk_size_depends_on_the_device(monkeypatch):
+    import proxy_end2.losses as losses
+    import proxy_end2.uncertainty.ensemble as ensemble
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert losses._CHUNK_ELEMENTS is None and ensemble._CHUNK_ELEMENTS is None
+    assert losses._row_chunks(100_000, 1000, cpu)[0] == slice(0, (1 << 20) // 1000)
+    assert losses._row_chunks(100_000, 1000, cuda)[0] == slice(0, (1 << 24) // 1000)
+    monkeypatch.setattr(losses, "_CHUNK_ELEMENTS", 3000)
+    assert losses._row_chunks(10, 1000, cuda) == [slice(0, 3), slice(3, 6), slice(6, 9), slice(9, 10)]

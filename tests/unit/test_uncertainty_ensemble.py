@@ -282,3 +282,145 @@ def test_brute_force_reference_is_not_vacuous():
     comparisons above are not between zeros."""
     ref = _brute_force(_random_logits(3, 4, seed=14).numpy())
     assert ref["mutual_information"] > 1e-3 and ref["epkl"] > ref["mkl"] > 1e-3
+
+
+# ====================================================================== memory-lean paths (in place, chunked, cached)
+def _members(num_members=4, lead=(3, 5), k=64, seed=20, dtype=torch.float32):
+    return [_random_logits(*lead, k, scale=3.0, seed=seed + m, dtype=dtype) for m in range(num_members)]
+
+
+def _accumulate(members, dtype=torch.float32, requires_grad=False):
+    acc = EnsembleStatisticsAccumulator(dtype=dtype)
+    for member in members:
+        acc.add(member.detach().clone().requires_grad_(requires_grad))
+    return acc.finalize()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("chunk_elements", [1, 130, None])
+def test_in_place_accumulator_equals_out_of_place_bit_for_bit(monkeypatch, dtype, chunk_elements):
+    """no_grad members take the in-place row-chunked path, grad-requiring ones the whole-tensor autograd path:
+    identical statistics (chunks of 1 row, 2 rows, and the default). K = 64 keeps every row chunk aligned
+    with torch's SIMD loops; otherwise the elements at the end of a chunk go through the scalar tail loop,
+    whose exp/log can differ from the vectorised ones in the last bit."""
+    import proxy_end2.uncertainty.ensemble as ensemble
+
+    members = _members(dtype=dtype)
+    want = _accumulate(members, dtype, requires_grad=True)  # out of place
+    assert want.log_mean_probs.requires_grad
+    monkeypatch.setattr(ensemble, "_CHUNK_ELEMENTS", chunk_elements)
+    with torch.no_grad():
+        got = _accumulate(members, dtype)
+    for name in ("log_mean_probs", "mean_log_probs", "expected_entropy"):
+        torch.testing.assert_close(getattr(got, name), getattr(want, name).detach(), rtol=0, atol=0, msg=name)
+
+
+def test_accumulator_never_writes_to_or_aliases_caller_tensors():
+    """The first member's tensor (already log-probabilities, so log_softmax is the identity on it), later
+    members and earlier finalize() results stay untouched by later add() calls."""
+    members = [torch.log_softmax(m, -1) for m in _members()]
+    copies = [m.clone() for m in members]
+    acc = EnsembleStatisticsAccumulator()
+    acc.add(members[0])
+    first = acc.finalize()
+    first_copy = [first.log_mean_probs.clone(), first.mean_log_probs.clone(), first.expected_entropy.clone()]
+    for member in members[1:]:
+        acc.add(member)
+    final = acc.finalize()
+    for member, copy in zip(members, copies):
+        torch.testing.assert_close(member, copy, rtol=0, atol=0)
+    for value, copy in zip((first.log_mean_probs, first.mean_log_probs, first.expected_entropy), first_copy):
+        torch.testing.assert_close(value, copy, rtol=0, atol=0)
+    for tensor in (final.log_mean_probs, final.mean_log_probs):
+        assert all(tensor.data_ptr() != m.data_ptr() for m in members)
+    assert final.log_mean_probs.data_ptr() != final.mean_log_probs.data_ptr()
+    # the accumulator keeps working after finalize, also for the in-place updates
+    acc.add(members[0])
+    torch.testing.assert_close(acc.finalize().mean_log_probs, _accumulate(members + members[:1]).mean_log_probs,
+                               rtol=0, atol=0)
+
+
+def test_accumulator_is_differentiable_and_mixes_paths():
+    """With grad-requiring members add() stays differentiable (same gradient as the stacked computation);
+    a no_grad member after them, and grad-free members before them, give the same values as one path."""
+    members = _members(num_members=3, dtype=torch.float64)
+    leaves = [m.clone().requires_grad_() for m in members]
+    stats = _accumulate(members, torch.float64)  # all in place
+    acc = EnsembleStatisticsAccumulator(dtype=torch.float64)
+    acc.add(leaves[0])
+    with torch.no_grad():
+        acc.add(leaves[1])  # the running sums have a history: out of place, no in-place write on them
+    acc.add(leaves[2])
+    mixed = acc.finalize()
+    torch.testing.assert_close(mixed.mean_log_probs.detach(), stats.mean_log_probs, rtol=0, atol=0)
+    mixed.log_mean_probs.sum().backward()
+    # as with plain torch ops, the no_grad step cuts the history of the members before it
+    assert leaves[2].grad is not None and leaves[0].grad is None and leaves[1].grad is None
+    want = torch.autograd.grad(ensemble_statistics(torch.stack(leaves, -2)).log_mean_probs.sum(), leaves[2])[0]
+    torch.testing.assert_close(leaves[2].grad, want, **F64_TOL)
+    acc = EnsembleStatisticsAccumulator(dtype=torch.float64)
+    acc.add(members[0])  # in place
+    acc.add(leaves[1])  # then differentiable
+    acc.add(members[2])
+    late = acc.finalize()
+    assert late.mean_log_probs.requires_grad
+    torch.testing.assert_close(late.mean_log_probs.detach(), stats.mean_log_probs, rtol=0, atol=0)
+    torch.testing.assert_close(late.expected_entropy.detach(), stats.expected_entropy, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("chunk_elements", [1, 130, None])
+def test_chunked_mkl_and_entropy_equal_the_whole_tensor_formulas(monkeypatch, chunk_elements):
+    """Row chunks (1 row, 2 rows, default) give the whole-tensor values bit for bit (K = 64: SIMD-aligned rows)."""
+    import proxy_end2.uncertainty.ensemble as ensemble
+
+    monkeypatch.setattr(ensemble, "_CHUNK_ELEMENTS", chunk_elements)
+    logits = _random_logits(3, 4, 5, 64, seed=21)
+    logits[0, 1, :, 3] = -math.inf  # pbar_k = 0 for one class at one position
+    stats = ensemble_statistics(logits)
+    lm, ml = stats.log_mean_probs, stats.mean_log_probs
+    gap = torch.where(lm > -math.inf, (lm - ml).clamp(min=0.0), torch.zeros_like(lm))
+    torch.testing.assert_close(stats.mkl(), (lm.exp() * gap).sum(-1), rtol=0, atol=0)
+    eoe = -(lm.exp() * lm.clamp(min=torch.finfo(lm.dtype).min)).sum(-1)
+    torch.testing.assert_close(stats.entropy_of_expected(), eoe, rtol=0, atol=0)
+
+
+def test_mkl_and_entropy_are_computed_once_and_returned_as_copies(monkeypatch):
+    import proxy_end2.uncertainty.ensemble as ensemble
+
+    calls = []
+    real = ensemble._mkl_terms
+    monkeypatch.setattr(ensemble, "_mkl_terms", lambda *a: calls.append(1) or real(*a))
+    stats = ensemble_statistics(_random_logits(2, 3, 4, 7, seed=22))
+    first = stats.mkl()
+    first.mul_(0.0)  # the caller owns what it gets
+    u = stats.uncertainty()
+    assert len(calls) == 1
+    torch.testing.assert_close(u["mkl"], _brute_force_batched(_random_logits(2, 3, 4, 7, seed=22))["mkl"], **F64_TOL)
+    stats.epkl()
+    stats.mutual_information()
+    assert len(calls) == 1
+    # select keeps the cache (restricted to the kept positions)
+    mask = torch.tensor([[True, False, True], [False, True, True]])
+    assert torch.equal(stats.select(mask).mkl(), u["mkl"][mask]) and len(calls) == 1
+
+
+def test_statistics_with_autograd_history_are_not_cached():
+    logits = _random_logits(2, 3, 5, seed=23).requires_grad_()
+    stats = ensemble_statistics(logits)
+    stats.mkl().sum().backward(retain_graph=True)
+    grad = logits.grad.clone()
+    logits.grad = None
+    stats.mkl().sum().backward()  # a fresh graph, not a cached tensor
+    torch.testing.assert_close(logits.grad, grad, rtol=0, atol=0)
+    assert "mkl" not in stats.__dict__.get("_cache", {})
+
+
+def test_select_without_padding_returns_views():
+    stats = ensemble_statistics(_random_logits(2, 3, 4, 5, seed=24))
+    mkl = stats.mkl()
+    selected = stats.select(torch.ones(2, 3, dtype=torch.bool))
+    assert selected.log_mean_probs.shape == (6, 5) and selected.expected_entropy.shape == (6,)
+    assert selected.log_mean_probs.data_ptr() == stats.log_mean_probs.data_ptr()
+    assert selected.mean_log_probs.data_ptr() == stats.mean_log_probs.data_ptr()
+    torch.testing.assert_close(selected.mkl(), mkl.reshape(-1), rtol=0, atol=0)
+    torch.testing.assert_close(selected.uncertainty()["epkl"], stats.uncertainty()["epkl"].reshape(-1), rtol=0, atol=0)
