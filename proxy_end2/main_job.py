@@ -235,7 +235,7 @@ def _fmt(value) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
-def summarise(reports: Dict[str, dict], cfg: MainJobConfig) -> str:
+def summarise(reports: Dict[str, dict]) -> str:
     """One screen: quality, OOD detection by a knowledge and a total measure, error detection, per model."""
     header = ("| model | BLEU ID | BLEU rare | ROC-AUC rare: MI | ROC-AUC perm: MI | ROC-AUC rare: EoE "
               "| ROC-AUC perm: EoE | PRR: EoE | PRR: MI |")
@@ -282,7 +282,7 @@ def run(cfg: MainJobConfig) -> Dict[str, dict]:
     for model, paths in models.items():
         files = generate(cfg, data_bin, paths, model, runner)
         reports[model] = evaluate_model(model, files, runner)
-    table = summarise(reports, cfg)
+    table = summarise(reports)
     elapsed = time.time() - start
     machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}"
     text = (f"# proxy_end2 main job: summary\n\n{table}\n\nOutput folder: {out}; this invocation ran for "

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from proxy_end2.main_job import MainJobConfig, StepRunner, summarise
+from proxy_end2.main_job import StepRunner, summarise
 
 
 def test_steps_are_skipped_once_done(tmp_path):
@@ -39,7 +39,7 @@ def _report(bleu, auc_mi, auc_eoe, prr):
 
 def test_summary_table_has_one_row_per_model():
     table = summarise({"ensemble": _report(60.0, 80.0, 70.0, 50.0),
-                       "proxy_dirichlet_distillation": _report(59.5, 78.0, 69.0, 48.0)}, MainJobConfig())
+                       "proxy_dirichlet_distillation": _report(59.5, 78.0, 69.0, 48.0)})
     rows = [line for line in table.splitlines() if line.startswith("| ")]
     assert rows[0].startswith("| model | BLEU ID |")
     assert rows[1] == "| ensemble | 60.0 | 50.0 | 80.0 | 81.0 | 70.0 | 71.0 | 50.0 | 45.0 |"
