@@ -40,11 +40,12 @@ class UncertaintySequenceGenerator(SequenceGenerator):
     Args:
         nbest: how many hypotheses per sentence to re-score (fairseq-generate's ``--nbest``).
         max_rescore_tokens: re-score in chunks of at most this many target tokens (bounds memory:
-            a chunk holds ``[hypotheses, L, K]`` logits of one member at a time).
+            a chunk holds ``[hypotheses, L, K]`` logits of one member at a time, and the Prior-Network
+            measures keep a few float64 ``[tokens, K]`` tensors: about 650 MB each at 2048 tokens, K = 40k).
         other args: as :class:`fairseq.sequence_generator.SequenceGenerator`.
     """
 
-    def __init__(self, models, tgt_dict, nbest: int = 1, max_rescore_tokens: int = 8192, **kwargs):
+    def __init__(self, models, tgt_dict, nbest: int = 1, max_rescore_tokens: int = 2048, **kwargs):
         super().__init__(models, tgt_dict, **kwargs)
         self.nbest = max(1, int(nbest))
         self.max_rescore_tokens = max_rescore_tokens
