@@ -27,12 +27,15 @@ import logging
 import os
 import platform
 import shlex
+import shutil
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from .data.synthetic import SyntheticLanguagePair, write_parallel_splits
 
@@ -43,16 +46,21 @@ SRC, TGT = "src", "tgt"
 CRITERIA = ("proxy_dirichlet_distillation", "dirichlet_nll_distillation", "ensemble_kl_distillation")
 CRITERION_FLAGS = {
     "proxy_dirichlet_distillation": ["--target-concentration", "mkl", "--target-offset", "1"],
-    # EnD^2 needs alpha_k < 1 for the classes the teachers all but rule out: no offset
-    "dirichlet_nll_distillation": ["--model-offset", "0"],
+    # the authors' recipes use alpha = exp(z) + 1 for every criterion (with no offset the NLL is unbounded
+    # below at K = 2,000: the loss reached -18,000 nats per token and the student never learned to translate)
+    "dirichlet_nll_distillation": ["--model-offset", "1"],
     "ensemble_kl_distillation": [],
 }
 SHORT_NAMES = {
     "ensemble": "ensemble",
+    "teacher1": "teacher 1 (single)",
     "proxy_dirichlet_distillation": "Proxy-EnD^2",
     "dirichlet_nll_distillation": "EnD^2 (NLL)",
     "ensemble_kl_distillation": "EnD (KL)",
 }
+# glibc returns the large [tokens, classes] temporaries of every step to the kernel and page-faults them back
+# in at the next step (a fifth of the job's CPU time was system time); keep them in the heap instead
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(2**32), "MALLOC_TRIM_THRESHOLD_": str(2**32)}
 # fairseq-preprocess names the comma-separated --testpref splits test, test1, test2
 TEST_SETS = {"id": "test", "rare_words": "test1", "permuted": "test2"}
 
@@ -68,25 +76,46 @@ class MainJobConfig:
     test_size: int = 300
     teacher_arch: str = "transformer_tiny"
     student_arch: str = "prior_transformer_tiny"
-    teacher_epochs: int = 12
-    student_epochs: int = 12
-    max_tokens: int = 1024
+    teacher_epochs: int = 14
+    student_epochs: int = 8
+    max_tokens: int = 512
     warmup_updates: int = 100
-    lr: float = 0.003
+    lr: float = 0.007
     beam: int = 5
     nbest: int = 5
+    student_targets: str = "reference"
+    student_init: str = "teacher1"
+    jobs: int = 3
+    threads: int = 0
     criteria: List[str] = field(default_factory=lambda: list(CRITERIA))
     seed: int = 1
 
 
-class StepRunner:
-    """Runs the job's commands, skipping steps whose ``done`` marker exists."""
+@dataclass
+class Step:
+    """One command of the job: runs once every step named in ``after`` is done."""
 
-    def __init__(self, out: Path):
+    name: str
+    #: a command line, or a Python callable run in this process (it may call ``StepRunner.run`` itself)
+    cmd: Union[Sequence, Callable[[], None]]
+    after: Tuple[str, ...] = ()
+
+
+class StepRunner:
+    """Runs the job's commands, skipping steps whose ``done`` marker exists.
+
+    ``threads`` is the number of intra-op threads of each command (``OMP_NUM_THREADS``); :meth:`run_steps`
+    runs up to ``jobs`` commands at once, so that small models, which use one core badly, share the machine.
+    """
+
+    def __init__(self, out: Path, threads: Optional[int] = None):
         self.out = out
         self.logs = out / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
+        self.threads = threads
         self.timings: Dict[str, float] = {}
+        self._live: Dict[str, subprocess.Popen] = {}
+        self._lock = threading.Lock()
 
     def done(self, name: str) -> bool:
         return (self.out / ".done" / name).exists()
@@ -102,11 +131,17 @@ class StepRunner:
         logger.info(f"[{name}] $ {shlex.join(cmd)}")
         log_path = self.logs / f"{name}.log"
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        for key, value in MALLOC_ENV.items():
+            env.setdefault(key, value)
+        if self.threads:
+            env.update(OMP_NUM_THREADS=str(self.threads), MKL_NUM_THREADS=str(self.threads))
         lines: List[str] = []
         start = time.time()
         with open(log_path, "w", encoding="utf-8") as log:
             log.write("$ " + shlex.join(cmd) + "\n")
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+            with self._lock:
+                self._live[name] = proc
             assert proc.stdout is not None
             for line in proc.stdout:
                 log.write(line)
@@ -114,11 +149,63 @@ class StepRunner:
                 if _is_progress_line(line):
                     sys.stderr.write(f"  [{name}] {_shorten(line)}\n")
             code = proc.wait()
+            with self._lock:
+                self._live.pop(name, None)
         self.timings[name] = time.time() - start
         if code != 0:
             tail = "".join(lines[-30:])
             raise RuntimeError(f"step {name} failed with exit code {code}; full log: {log_path}\n{tail}")
         return "".join(lines)
+
+    def run_step(self, step: Step) -> None:
+        if callable(step.cmd):
+            logger.info(f"[{step.name}] ...")
+            start = time.time()
+            step.cmd()
+            self.timings[step.name] = time.time() - start
+        else:
+            self.run(step.name, step.cmd)
+        self.mark_done(step.name, self.timings[step.name])
+
+    def run_steps(self, steps: Sequence[Step], jobs: int = 1) -> None:
+        """Run ``steps`` (skipping those done), at most ``jobs`` at once, each once its ``after`` steps are done.
+
+        Ready steps start in the order given (put the long ones first). When a step fails, the steps still
+        running are stopped (an interrupted fairseq-train resumes from its checkpoint_last.pt on the next
+        run), nothing new starts, and the failure is raised.
+        """
+        names = {step.name for step in steps}
+        finished = {step.name for step in steps if self.done(step.name)}
+        pending = [step for step in steps if step.name not in finished]
+        for step in pending:
+            unknown = [dep for dep in step.after if dep not in names]
+            if unknown:
+                raise ValueError(f"step {step.name} waits for unknown steps {unknown}")
+        running: Dict[Future, Step] = {}
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            while pending or running:
+                for step in list(pending):
+                    if len(running) >= max(1, jobs):
+                        break
+                    if all(dep in finished for dep in step.after):
+                        pending.remove(step)
+                        running[pool.submit(self.run_step, step)] = step
+                if not running:
+                    raise ValueError(f"steps {[s.name for s in pending]} wait for each other")
+                completed, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in completed:
+                    step = running.pop(future)
+                    error = future.exception()
+                    if error is not None:
+                        self._stop_all()
+                        wait(running)
+                        raise error
+                    finished.add(step.name)
+
+    def _stop_all(self) -> None:
+        with self._lock:
+            for proc in self._live.values():
+                proc.terminate()
 
 
 def _is_progress_line(line: str) -> bool:
@@ -152,8 +239,73 @@ def prepare_data(cfg: MainJobConfig, runner: StepRunner) -> Path:
         "--source-lang", SRC, "--target-lang", TGT, "--trainpref", prefixes["train"],
         "--validpref", prefixes["valid"], "--testpref", test_prefixes, "--destdir", data_bin, "--workers", "2"])
     runner.mark_done("data")
-    logger.info(f"data: {pair.vocab_size} source words, {pair.target_vocab_size} target words; {sizes}")
+    entries = [line.split()[0] for line in (data_bin / f"dict.{TGT}.txt").read_text(encoding="utf-8").splitlines()]
+    seen = sum(not word.startswith("madeupword") for word in entries)
+    logger.info(f"data: {pair.vocab_size} source words, {pair.target_vocab_size} target words in the lexicon of "
+                f"which {seen} occur in training; K = {len(entries) + 4} target classes (with fairseq's 4 special "
+                f"symbols and padding to a multiple of 8); {sizes}")
     return data_bin
+
+
+def distillation_data_steps(cfg: MainJobConfig, data_bin: Path, runner: StepRunner, teachers: Sequence[Path],
+                            after: Sequence[str]) -> Tuple[List[Step], Path]:
+    """The students' training targets: the ensemble's own beam-search translations of the training sources
+    (sequence-level distillation, as in the authors' MT recipes); validation and test sets keep their
+    references. Returns the steps (one fairseq-generate per shard, then fairseq-preprocess) and the data."""
+    shards, out = max(1, cfg.jobs), runner.out
+    distill_bin, work = out / "data-bin-distill", out / "distill"
+    steps = [Step(f"translate_train_{i}", fairseq_cli("generate") + [
+        data_bin, "--user-dir", USER_DIR, "--task", "translation_distillation", "--no-uncertainty",
+        "-s", SRC, "-t", TGT, "--path", ":".join(map(str, teachers)), "--gen-subset", "train",
+        "--beam", str(cfg.beam), "--nbest", "1", "--max-tokens", "4096", "--num-workers", "0", "--cpu",
+        "--max-len-a", "1.5", "--max-len-b", "10",
+        "--distributed-world-size", str(shards), "--distributed-rank", str(i),  # shard i of the batches
+        "--results-path", work / f"shard{i}"], tuple(after)) for i in range(shards)]
+
+    def binarise() -> None:
+        raw = out / "data-raw"
+        hypotheses = read_hypotheses([work / f"shard{i}" / "generate-train.txt" for i in range(shards)])
+        references = (raw / f"train.{TGT}").read_text(encoding="utf-8").splitlines()
+        targets, empty = ensemble_targets(hypotheses, references)
+        if empty:
+            logger.warning(f"{empty} empty ensemble translations of training sentences: kept their references")
+        (work / f"train.{TGT}").write_text("\n".join(targets) + "\n", encoding="utf-8")
+        shutil.copyfile(raw / f"train.{SRC}", work / f"train.{SRC}")
+        runner.run("preprocess_distill", fairseq_cli("preprocess") + [
+            "--source-lang", SRC, "--target-lang", TGT, "--trainpref", work / "train",
+            "--validpref", raw / "valid", "--srcdict", data_bin / f"dict.{SRC}.txt",
+            "--tgtdict", data_bin / f"dict.{TGT}.txt", "--destdir", distill_bin, "--workers", "2"])
+
+    steps.append(Step("distill_data", binarise, tuple(s.name for s in steps)))
+    return steps, distill_bin
+
+
+def read_hypotheses(files: Sequence[Path]) -> Dict[int, str]:
+    """Sentence id -> top hypothesis (``H-`` lines) of fairseq-generate outputs."""
+    hypotheses: Dict[int, str] = {}
+    for path in files:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.startswith("H-"):
+                fields = line.split("\t")
+                sentence = int(fields[0][2:])
+                hypotheses.setdefault(sentence, fields[2] if len(fields) > 2 else "")
+    return hypotheses
+
+
+def ensemble_targets(hypotheses: Dict[int, str], references: Sequence[str]) -> Tuple[List[str], int]:
+    """Training targets in corpus order: the ensemble's translation, or the reference where it is empty.
+
+    Raises ValueError if a sentence has no translation (a shard missing or cut short)."""
+    missing = [i for i in range(len(references)) if i not in hypotheses]
+    if missing:
+        raise ValueError(f"{len(missing)} of {len(references)} training sentences have no ensemble translation "
+                         f"(first: {missing[:5]}); delete the distill/ folder and its .done markers to redo it")
+    targets, empty = [], 0
+    for i, reference in enumerate(references):
+        hypothesis = hypotheses[i].strip()
+        empty += not hypothesis
+        targets.append(hypothesis or reference)
+    return targets, empty
 
 
 def train_args(cfg: MainJobConfig, data_bin: Path, save_dir: Path, seed: int, epochs: int) -> List:
@@ -167,68 +319,55 @@ def train_args(cfg: MainJobConfig, data_bin: Path, save_dir: Path, seed: int, ep
     ]
 
 
-def train_teachers(cfg: MainJobConfig, data_bin: Path, runner: StepRunner) -> List[Path]:
-    paths = []
+def teacher_steps(cfg: MainJobConfig, data_bin: Path, out: Path) -> Tuple[List[Step], List[Path]]:
+    """One fairseq-train per teacher (seeds 100, 101, ...); returns the steps and the teachers' checkpoints."""
+    steps, paths = [], []
     for i in range(cfg.num_teachers):
-        name = f"teacher{i + 1}"
-        save_dir = runner.out / "teachers" / name
-        if not runner.done(name):
-            runner.run(name, fairseq_cli("train") + train_args(cfg, data_bin, save_dir, 100 + i, cfg.teacher_epochs)
-                       + ["--task", "translation", "--arch", cfg.teacher_arch,
-                          "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
-                          "--required-batch-size-multiple", "1"])
-            runner.mark_done(name, runner.timings[name])
+        save_dir = out / "teachers" / f"teacher{i + 1}"
+        steps.append(Step(f"teacher{i + 1}", fairseq_cli("train") + train_args(
+            cfg, data_bin, save_dir, 100 + i, cfg.teacher_epochs) + [
+            "--task", "translation", "--arch", cfg.teacher_arch,
+            "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
+            "--required-batch-size-multiple", "1"]))
         paths.append(save_dir / "checkpoint_best.pt")
-    return paths
+    return steps, paths
 
 
-def train_student(cfg: MainJobConfig, data_bin: Path, teachers: Sequence[Path], criterion: str,
-                  runner: StepRunner) -> Path:
-    name = f"student_{criterion}"
-    save_dir = runner.out / "students" / criterion
-    if not runner.done(name):
-        runner.run(name, fairseq_cli("train") + train_args(cfg, data_bin, save_dir, 7, cfg.student_epochs) + [
-            "--user-dir", USER_DIR, "--task", "translation_distillation",
-            "--teacher-paths", ":".join(map(str, teachers)),
-            "--arch", cfg.student_arch, "--criterion", criterion, *CRITERION_FLAGS[criterion]])
-        runner.mark_done(name, runner.timings[name])
-    return save_dir / "checkpoint_best.pt"
+def student_step(cfg: MainJobConfig, data_bin: Path, out: Path, teachers: Sequence[Path], criterion: str,
+                 after: Sequence[str], init: Optional[Path] = None) -> Tuple[Step, Path]:
+    """fairseq-train --user-dir proxy_end2 of a ``prior_transformer`` student with ``criterion``, optionally
+    initialised from the checkpoint ``init``."""
+    save_dir = out / "students" / criterion
+    step = Step(f"student_{criterion}", fairseq_cli("train") + train_args(
+        cfg, data_bin, save_dir, 7, cfg.student_epochs) + [
+        "--user-dir", USER_DIR, "--task", "translation_distillation",
+        "--teacher-paths", ":".join(map(str, teachers)), *(["--student-init", init] if init else []),
+        "--arch", cfg.student_arch, "--criterion", criterion, *CRITERION_FLAGS[criterion]], tuple(after))
+    return step, save_dir / "checkpoint_best.pt"
 
 
-def generate(cfg: MainJobConfig, data_bin: Path, paths: Sequence[Path], model: str,
-             runner: StepRunner) -> Dict[str, Path]:
-    """fairseq-generate every test set; returns set name -> generate output file."""
-    files = {}
+def generate_steps(cfg: MainJobConfig, data_bin: Path, out: Path, paths: Sequence[Path], model: str,
+                   after: Sequence[str]) -> Tuple[List[Step], Dict[str, Path]]:
+    """fairseq-generate of every test set with ``model``; returns the steps and set name -> output file."""
+    steps, files = [], {}
     for set_name, subset in TEST_SETS.items():
-        step = f"generate_{model}_{set_name}"
-        results = runner.out / "generate" / model / set_name
-        if not runner.done(step):
-            runner.run(step, fairseq_cli("generate") + [
-                data_bin, "--user-dir", USER_DIR, "--task", "translation_distillation", "-s", SRC, "-t", TGT,
-                "--path", ":".join(map(str, paths)), "--gen-subset", subset, "--beam", str(cfg.beam),
-                "--nbest", str(cfg.nbest), "--batch-size", "100", "--num-workers", "0", "--cpu",
-                # translations are about as long as their source: stop runaway hypotheses early
-                "--max-len-a", "1.5", "--max-len-b", "10",
-                "--results-path", results])
-            runner.mark_done(step, runner.timings[step])
+        results = out / "generate" / model / set_name
+        steps.append(Step(f"generate_{model}_{set_name}", fairseq_cli("generate") + [
+            data_bin, "--user-dir", USER_DIR, "--task", "translation_distillation", "-s", SRC, "-t", TGT,
+            "--path", ":".join(map(str, paths)), "--gen-subset", subset, "--beam", str(cfg.beam),
+            "--nbest", str(cfg.nbest), "--batch-size", "100", "--num-workers", "0", "--cpu",
+            # translations are about as long as their source: stop runaway hypotheses early
+            "--max-len-a", "1.5", "--max-len-b", "10",
+            "--results-path", results], tuple(after)))
         files[set_name] = results / f"generate-{subset}.txt"
-    return files
+    return steps, files
 
 
-def evaluate_model(model: str, files: Dict[str, Path], runner: StepRunner) -> dict:
-    from .evaluation import evaluate
-
-    out_dir = runner.out / "reports" / model
-    step = f"evaluate_{model}"
-    if runner.done(step) and (out_dir / "report.json").exists():
-        return json.loads((out_dir / "report.json").read_text())
-    logger.info(f"[{step}] proxy-end2-evaluate --id id={files['id']} "
-                + " ".join(f"--ood {k}={v}" for k, v in files.items() if k != "id") + f" --out {out_dir}")
-    start = time.time()
-    report = evaluate(files["id"], {k: v for k, v in files.items() if k != "id"}, id_name="id",
-                      out_dir=out_dir)
-    runner.mark_done(step, time.time() - start)
-    return json.loads((out_dir / "report.json").read_text())
+def evaluate_step(model: str, files: Dict[str, Path], out: Path, after: Sequence[str]) -> Step:
+    """proxy-end2-evaluate of one model's generations: report.json/.md and plots in ``reports/<model>``."""
+    ood = [arg for name, path in files.items() if name != "id" for arg in ("--ood", f"{name}={path}")]
+    return Step(f"evaluate_{model}", [sys.executable, "-m", "proxy_end2.evaluation.cli", "--id", f"id={files['id']}",
+                                      *ood, "--out", out / "reports" / model, "--quiet"], tuple(after))
 
 
 def _fmt(value) -> str:
@@ -244,16 +383,21 @@ def summarise(reports: Dict[str, dict]) -> str:
         sets, ood, prr = report["sets"], report["ood_detection"], report["prr"]
         one = lambda table, measure: table["1"]["uniform"].get(measure)  # noqa: E731
 
+        single = report.get("model", {}).get("kind") == "ensemble" and report["model"].get("members") == 1
+
         def auc(ood_set, measure):
             value = one(ood[ood_set], measure)
-            return None if value is None else value["roc_auc"]
+            if value is None or (single and measure == "mutual_information"):  # one model: MI = 0
+                return None
+            return value["roc_auc"]
 
         lines.append("| " + " | ".join([
             SHORT_NAMES.get(model, model),
             _fmt(sets["id"]["quality"]["bleu"]), _fmt(sets["rare_words"]["quality"]["bleu"]),
             _fmt(auc("rare_words", "mutual_information")), _fmt(auc("permuted", "mutual_information")),
             _fmt(auc("rare_words", "entropy_of_expected")), _fmt(auc("permuted", "entropy_of_expected")),
-            _fmt(one(prr["id"], "entropy_of_expected")), _fmt(one(prr["id"], "mutual_information")),
+            _fmt(one(prr["id"], "entropy_of_expected")),
+            _fmt(None if single else one(prr["id"], "mutual_information")),
         ]) + " |")
     notes = [
         "",
@@ -262,7 +406,8 @@ def summarise(reports: Dict[str, dict]) -> str:
         "mutual information (MI, knowledge uncertainty; ensemble: members' disagreement, Prior Networks: the "
         "closed-form Dirichlet MI) or the entropy of the expected distribution (EoE, total uncertainty), each "
         "averaged over the hypothesis' tokens. PRR (%): sequence error detection on the ID set "
-        "(100 = oracle, 0 = random). Full reports: reports/<model>/report.md.",
+        "(100 = oracle, 0 = random). A single model has no knowledge uncertainty (MI = 0): '-'. "
+        "Full reports: reports/<model>/report.md.",
     ]
     return "\n".join(lines + notes)
 
@@ -271,17 +416,32 @@ def run(cfg: MainJobConfig) -> Dict[str, dict]:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
-    runner = StepRunner(out)
+    runner = StepRunner(out, threads=cfg.threads or max(1, (os.cpu_count() or 1) // max(1, cfg.jobs)))
     start = time.time()
     data_bin = prepare_data(cfg, runner)
-    teachers = train_teachers(cfg, data_bin, runner)
-    models: Dict[str, List[Path]] = {"ensemble": teachers}
+    # the longest steps first: with fewer job slots than ready steps, they start first
+    steps, teachers = teacher_steps(cfg, data_bin, out)
+    teacher_names = [step.name for step in steps]
+    trained_after: Dict[str, List[str]] = {"ensemble": teacher_names, "teacher1": teacher_names[:1]}
+    models: Dict[str, List[Path]] = {"ensemble": teachers, "teacher1": teachers[:1]}
+    student_data, student_after = data_bin, teacher_names
+    if cfg.student_targets == "ensemble":
+        distill_steps, student_data = distillation_data_steps(cfg, data_bin, runner, teachers, teacher_names)
+        steps += distill_steps
+        student_after = [distill_steps[-1].name]
+    student_init = teachers[0] if cfg.student_init == "teacher1" else None
     for criterion in cfg.criteria:
-        models[criterion] = [train_student(cfg, data_bin, teachers, criterion, runner)]
-    reports = {}
+        step, path = student_step(cfg, student_data, out, teachers, criterion, student_after, student_init)
+        steps.append(step)
+        models[criterion] = [path]
+        trained_after[criterion] = [step.name]
     for model, paths in models.items():
-        files = generate(cfg, data_bin, paths, model, runner)
-        reports[model] = evaluate_model(model, files, runner)
+        model_steps, files = generate_steps(cfg, data_bin, out, paths, model, trained_after[model])
+        steps += model_steps + [evaluate_step(model, files, out, [s.name for s in model_steps])]
+    logger.info(f"{len(steps)} steps, up to {cfg.jobs} at once with {runner.threads} thread(s) each"
+                + (f"; {sum(runner.done(s.name) for s in steps)} already done" if runner.done("data") else ""))
+    runner.run_steps(steps, jobs=cfg.jobs)
+    reports = {model: json.loads((out / "reports" / model / "report.json").read_text()) for model in models}
     table = summarise(reports)
     elapsed = time.time() - start
     machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}"
@@ -303,6 +463,17 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "student_epochs", "max_tokens", "warmup_updates", "beam", "nbest", "seed"):
         parser.add_argument("--" + key.replace("_", "-"), type=int, default=getattr(defaults, key),
                             help=f"(default {getattr(defaults, key)})")
+    parser.add_argument("--student-targets", choices=("ensemble", "reference"), default=defaults.student_targets,
+                        help="students learn from the ensemble's beam-search translations of the training sources "
+                        "(sequence-level distillation, the authors' MT recipe) or from the references")
+    parser.add_argument("--student-init", choices=("teacher1", "none"), default=defaults.student_init,
+                        help="students start from the first teacher's weights (fine-tuned into Prior Networks: "
+                        "a few epochs suffice) or from scratch (then raise --student-epochs a lot)")
+    parser.add_argument("--jobs", type=int, default=defaults.jobs,
+                        help="commands run at once: the 3 teachers, the 3 students, the generations "
+                        f"(default {defaults.jobs})")
+    parser.add_argument("--threads", type=int, default=defaults.threads,
+                        help="torch threads per command (default: CPU cores // jobs, at least 1)")
     parser.add_argument("--ambiguity", type=float, default=defaults.ambiguity,
                         help="fraction of source words with two translations (data uncertainty)")
     parser.add_argument("--lr", type=float, default=defaults.lr)

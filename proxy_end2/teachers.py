@@ -193,3 +193,38 @@ class TeacherEnsemble:
             accumulator.add(logits)
             del logits
         return accumulator.finalize()
+
+
+#: student parameters that a plain Transformer checkpoint does not have (left at their initialisation)
+PRIOR_ONLY_PARAMETERS = ("prior_output_layernorm",)
+
+
+def initialise_from_checkpoint(model: torch.nn.Module, path: str) -> None:
+    """Copy the weights of the checkpoint at ``path`` into ``model`` (``--student-init``).
+
+    Every tensor of the checkpoint must exist in ``model`` with the same shape, and every parameter of
+    ``model`` must come from the checkpoint except the Prior-Network-only ones (:data:`PRIOR_ONLY_PARAMETERS`).
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        TeacherCheckpointError: the architectures or vocabularies differ (names the first mismatches).
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--student-init checkpoint not found: {path}")
+    source = checkpoint_utils.load_checkpoint_to_cpu(path)["model"]
+    target = model.state_dict()
+    unexpected = [k for k in source if k not in target]
+    missing = [k for k in target if k not in source and not any(p in k for p in PRIOR_ONLY_PARAMETERS)]
+    shapes = [f"{k}: {tuple(source[k].shape)} vs {tuple(v.shape)}" for k, v in target.items()
+              if k in source and source[k].shape != v.shape]
+    if unexpected or missing or shapes:
+        raise TeacherCheckpointError(
+            f"--student-init {path} does not fit the student ("
+            + "; ".join(f"{what}: {items[:4]}" for what, items in
+                        (("not in the student", unexpected), ("not in the checkpoint", missing),
+                         ("shapes differ (checkpoint vs student; another dictionary?)", shapes)) if items)
+            + "); it must be a model of the same architecture trained on the same dictionaries"
+        )
+    model.load_state_dict(source, strict=False)
+    kept = [k for k in target if k not in source]
+    logger.info(f"student initialised from {path}" + (f"; fresh: {kept}" if kept else ""))

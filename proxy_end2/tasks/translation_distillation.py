@@ -24,7 +24,7 @@ from fairseq.tasks.translation import TranslationConfig, TranslationTask
 
 from ..generation.output import default_stream, format_header, format_hypothesis
 from ..generation.uncertainty_sequence_generator import UncertaintySequenceGenerator
-from ..teachers import TEACHER_DTYPES, TeacherEnsemble, split_teacher_paths
+from ..teachers import TEACHER_DTYPES, TeacherEnsemble, initialise_from_checkpoint, split_teacher_paths
 from ..uncertainty.sequence import sequence_measure_names, token_measure_names
 
 logger = logging.getLogger(__name__)
@@ -55,6 +55,15 @@ class TranslationDistillationConfig(TranslationConfig):
             "help": "precision of the streamed teacher statistics (ln pbar, mean ln p, expected entropy). "
             "fp32 (like the authors) resolves MKL down to ~1e-7..1e-6 at K=40k, so the proxy precision of "
             "nearly agreeing teachers is underestimated up to ~10x; fp64 removes that floor at twice the memory"
+        },
+    )
+    student_init: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "a trained checkpoint of the same architecture family (e.g. one of the teachers) whose "
+            "weights initialise the student before distillation, so that it only has to move from one member "
+            "to the ensemble; parameters the checkpoint lacks (the Prior Network's output LayerNorm) keep "
+            "their fresh initialisation. fairseq-train only: a resumed checkpoint_last.pt takes precedence"
         },
     )
     teacher_model_overrides: str = field(
@@ -167,9 +176,12 @@ class TranslationDistillationTask(TranslationTask):
         # TranslationTask.build_model builds a generator for --eval-bleu: keep that one plain
         self._building_model = True
         try:
-            return super().build_model(cfg, from_checkpoint=from_checkpoint)
+            model = super().build_model(cfg, from_checkpoint=from_checkpoint)
         finally:
             self._building_model = False
+        if self.cfg.student_init and not from_checkpoint:
+            initialise_from_checkpoint(model, self.cfg.student_init)
+        return model
 
     def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None,
                         prefix_allowed_tokens_fn=None):

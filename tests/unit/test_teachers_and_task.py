@@ -168,3 +168,39 @@ def test_student_builds_and_generates_without_teachers(tiny_data):
     _, task, model = build_task_and_model(tiny_data, ["--task", "translation_distillation",
                                                       "--arch", "prior_transformer_tiny"])
     assert task.teachers is None
+
+
+def test_student_init_copies_a_teacher_into_the_student(tiny_data, quick_teachers):
+    from fairseq import tasks
+
+    cfg = _task_cfg(tiny_data, quick_teachers, "--student-init", quick_teachers[0])
+    task = tasks.setup_task(cfg.task)
+    student = task.build_model(cfg.model)
+    teacher = torch.load(quick_teachers[0], weights_only=True)["model"]
+    state = student.state_dict()
+    fresh = sorted(k for k in state if k not in teacher)
+    assert fresh == ["decoder.prior_output_layernorm.bias", "decoder.prior_output_layernorm.weight"]
+    for key, value in teacher.items():
+        torch.testing.assert_close(state[key], value, rtol=0, atol=0, msg=key)
+    # loading a student checkpoint (generation, resume) builds with from_checkpoint=True: no copy
+    other = task.build_model(cfg.model, from_checkpoint=True)
+    assert not torch.equal(other.state_dict()["encoder.embed_tokens.weight"], teacher["encoder.embed_tokens.weight"])
+
+
+def test_student_init_rejects_a_checkpoint_that_does_not_fit(tiny_data, quick_teachers, tmp_path):
+    from fairseq import tasks
+
+    state = torch.load(quick_teachers[0], weights_only=True)
+    w = state["model"]["decoder.embed_tokens.weight"]
+    state["model"]["decoder.embed_tokens.weight"] = torch.cat([w, w[:3]])
+    state["model"]["decoder.output_projection.weight"] = state["model"]["decoder.embed_tokens.weight"]
+    state["model"]["decoder.extra.weight"] = torch.zeros(2)
+    bad = tmp_path / "bad.pt"
+    torch.save(state, bad)
+    task = tasks.setup_task(_task_cfg(tiny_data, quick_teachers, "--student-init", bad).task)
+    cfg = _task_cfg(tiny_data, quick_teachers, "--student-init", bad)
+    with pytest.raises(TeacherCheckpointError, match=r"not in the student: \['decoder.extra.weight'\].*shapes differ"):
+        task.build_model(cfg.model)
+    cfg = _task_cfg(tiny_data, quick_teachers, "--student-init", tmp_path / "missing.pt")
+    with pytest.raises(FileNotFoundError, match="--student-init checkpoint not found"):
+        tasks.setup_task(cfg.task).build_model(cfg.model)
