@@ -3,19 +3,23 @@
     python -m proxy_end2.main_job --out runs/main_job        # or: bash scripts/main_job.sh
 
 Steps (each is skipped when its output is complete, so a re-run resumes where it stopped; an interrupted
-fairseq-train resumes from its own checkpoint_last.pt):
+fairseq-train resumes from its own checkpoint_last.pt). Independent steps run side by side (``--jobs``, each
+command with ``--threads`` torch threads), the long ones first:
 
-1. ``data``: a built-in synthetic translation task (:mod:`proxy_end2.data.synthetic`; about 2,000 target
-   types), with an in-domain test set and two out-of-domain test sets (rare words, permuted source),
+1. ``data``: a built-in synthetic translation task (:mod:`proxy_end2.data.synthetic`; K = 2,016 target
+   classes), with an in-domain test set and two out-of-domain test sets (rare words, permuted source),
    binarised by fairseq-preprocess;
 2. ``teacher<i>``: an ensemble of Transformers trained with different seeds (fairseq-train);
-3. ``student_<criterion>``: ``prior_transformer`` students distilled from the ensemble with
+3. optionally (``--student-targets ensemble``) ``translate_train_<i>`` + ``distill_data``: the ensemble's
+   beam-search translations of the training sources become the students' targets (the authors' MT recipe);
+4. ``student_<criterion>``: ``prior_transformer`` students distilled from the ensemble with
    ``fairseq-train --user-dir proxy_end2 --task translation_distillation``, one per criterion:
-   the Proxy-Dirichlet loss and, as baselines, EnD^2 (Dirichlet NLL) and classic KL distillation;
-4. ``generate_<model>_<set>``: fairseq-generate of every test set with the ensemble and every student,
-   printing token- and sequence-level uncertainty (``--nbest``);
-5. ``evaluate_<model>``: proxy-end2-evaluate (BLEU, OOD ROC-AUC per measure, PRR, plots) per model;
-6. a summary table of all models, printed and written to ``<out>/summary.md`` (and ``summary.json``).
+   the Proxy-Dirichlet loss and, as baselines, EnD^2 (Dirichlet NLL) and classic KL distillation; by default
+   they start from teacher 1's weights (``--student-init``) and are fine-tuned at a lower learning rate;
+5. ``generate_<model>_<set>``: fairseq-generate of every test set with the ensemble, teacher 1 alone and
+   every student, printing token- and sequence-level uncertainty (``--nbest``);
+6. ``evaluate_<model>``: proxy-end2-evaluate (BLEU, OOD ROC-AUC per measure, PRR, plots) per model;
+7. a summary table of all models, printed and written to ``<out>/summary.md`` (and ``summary.json``).
 
 Every command is logged before it runs; its full output is kept in ``<out>/logs/``.
 """
@@ -77,10 +81,11 @@ class MainJobConfig:
     teacher_arch: str = "transformer_tiny"
     student_arch: str = "prior_transformer_tiny"
     teacher_epochs: int = 14
-    student_epochs: int = 8
+    student_epochs: int = 12
     max_tokens: int = 512
     warmup_updates: int = 100
     lr: float = 0.007
+    student_lr: float = 0.0015
     beam: int = 5
     nbest: int = 5
     student_targets: str = "reference"
@@ -308,10 +313,10 @@ def ensemble_targets(hypotheses: Dict[int, str], references: Sequence[str]) -> T
     return targets, empty
 
 
-def train_args(cfg: MainJobConfig, data_bin: Path, save_dir: Path, seed: int, epochs: int) -> List:
+def train_args(cfg: MainJobConfig, data_bin: Path, save_dir: Path, seed: int, epochs: int, lr: float) -> List:
     return [
         data_bin, "-s", SRC, "-t", TGT, "--share-decoder-input-output-embed",
-        "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", str(cfg.lr),
+        "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", str(lr),
         "--lr-scheduler", "inverse_sqrt", "--warmup-updates", str(cfg.warmup_updates), "--clip-norm", "1.0",
         "--max-tokens", str(cfg.max_tokens), "--max-epoch", str(epochs), "--dropout", "0.1",
         "--save-dir", save_dir, "--seed", str(seed), "--no-epoch-checkpoints", "--num-workers", "0", "--cpu",
@@ -325,7 +330,7 @@ def teacher_steps(cfg: MainJobConfig, data_bin: Path, out: Path) -> Tuple[List[S
     for i in range(cfg.num_teachers):
         save_dir = out / "teachers" / f"teacher{i + 1}"
         steps.append(Step(f"teacher{i + 1}", fairseq_cli("train") + train_args(
-            cfg, data_bin, save_dir, 100 + i, cfg.teacher_epochs) + [
+            cfg, data_bin, save_dir, 100 + i, cfg.teacher_epochs, cfg.lr) + [
             "--task", "translation", "--arch", cfg.teacher_arch,
             "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
             "--required-batch-size-multiple", "1"]))
@@ -339,7 +344,7 @@ def student_step(cfg: MainJobConfig, data_bin: Path, out: Path, teachers: Sequen
     initialised from the checkpoint ``init``."""
     save_dir = out / "students" / criterion
     step = Step(f"student_{criterion}", fairseq_cli("train") + train_args(
-        cfg, data_bin, save_dir, 7, cfg.student_epochs) + [
+        cfg, data_bin, save_dir, 7, cfg.student_epochs, cfg.student_lr) + [
         "--user-dir", USER_DIR, "--task", "translation_distillation",
         "--teacher-paths", ":".join(map(str, teachers)), *(["--student-init", init] if init else []),
         "--arch", cfg.student_arch, "--criterion", criterion, *CRITERION_FLAGS[criterion]], tuple(after))
@@ -476,7 +481,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="torch threads per command (default: CPU cores // jobs, at least 1)")
     parser.add_argument("--ambiguity", type=float, default=defaults.ambiguity,
                         help="fraction of source words with two translations (data uncertainty)")
-    parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--lr", type=float, default=defaults.lr, help=f"teachers' peak learning rate (default {defaults.lr})")
+    parser.add_argument("--student-lr", type=float, default=defaults.student_lr,
+                        help=f"students' peak learning rate (default {defaults.student_lr}: they start from a teacher)")
     parser.add_argument("--teacher-arch", default=defaults.teacher_arch)
     parser.add_argument("--student-arch", default=defaults.student_arch)
     parser.add_argument("--criteria", nargs="+", default=list(CRITERIA), choices=CRITERIA)
