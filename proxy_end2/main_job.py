@@ -257,12 +257,14 @@ def distillation_data_steps(cfg: MainJobConfig, data_bin: Path, runner: StepRunn
     """The students' training targets: the ensemble's own beam-search translations of the training sources
     (sequence-level distillation, as in the authors' MT recipes); validation and test sets keep their
     references. Returns the steps (one fairseq-generate per shard, then fairseq-preprocess) and the data."""
-    shards, out = max(1, cfg.jobs), runner.out
+    # one shard per job slot, each of several batches (fairseq-generate fails on a shard with no batch)
+    shards, out = max(1, min(cfg.jobs, cfg.train_size // 1000)), runner.out
     distill_bin, work = out / "data-bin-distill", out / "distill"
     steps = [Step(f"translate_train_{i}", fairseq_cli("generate") + [
         data_bin, "--user-dir", USER_DIR, "--task", "translation_distillation", "--no-uncertainty",
         "-s", SRC, "-t", TGT, "--path", ":".join(map(str, teachers)), "--gen-subset", "train",
-        "--beam", str(cfg.beam), "--nbest", "1", "--max-tokens", "4096", "--num-workers", "0", "--cpu",
+        "--beam", str(cfg.beam), "--nbest", "1", "--max-tokens", "4096", "--batch-size", "250",
+        "--num-workers", "0", "--cpu",
         "--max-len-a", "1.5", "--max-len-b", "10",
         "--distributed-world-size", str(shards), "--distributed-rank", str(i),  # shard i of the batches
         "--results-path", work / f"shard{i}"], tuple(after)) for i in range(shards)]
