@@ -17,7 +17,7 @@ from fairseq_helpers import build_task_and_model
 
 CRITERIA = {
     "proxy_dirichlet_distillation": ["--target-concentration", "mkl", "--target-offset", "1"],
-    # EnD^2 needs alpha_k < 1 for the tail classes the teachers all but rule out: no offset
+    # the offset-0 parametrisation (alpha = exp(z)); the main job runs EnD^2 with the recipes' offset 1
     "dirichlet_nll_distillation": ["--model-offset", "0"],
     "ensemble_kl_distillation": [],
 }
