@@ -199,11 +199,15 @@ class TeacherEnsemble:
 PRIOR_ONLY_PARAMETERS = ("prior_output_layernorm",)
 
 
-def initialise_from_checkpoint(model: torch.nn.Module, path: str) -> None:
+def initialise_from_checkpoint(
+    model: torch.nn.Module, path: str, src_dict: Optional[Dictionary] = None, tgt_dict: Optional[Dictionary] = None
+) -> None:
     """Copy the weights of the checkpoint at ``path`` into ``model`` (``--student-init``).
 
     Every tensor of the checkpoint must exist in ``model`` with the same shape, and every parameter of
     ``model`` must come from the checkpoint except the Prior-Network-only ones (:data:`PRIOR_ONLY_PARAMETERS`).
+    With the task's dictionaries given, the checkpoint's are checked as a teacher's are
+    (:func:`check_teacher_dictionaries`: same symbols in the same order, when its dictionary files are readable).
 
     Raises:
         FileNotFoundError: no file at ``path``.
@@ -211,7 +215,8 @@ def initialise_from_checkpoint(model: torch.nn.Module, path: str) -> None:
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--student-init checkpoint not found: {path}")
-    source = checkpoint_utils.load_checkpoint_to_cpu(path)["model"]
+    state = checkpoint_utils.load_checkpoint_to_cpu(path)
+    source = state["model"]
     target = model.state_dict()
     unexpected = [k for k in source if k not in target]
     missing = [k for k in target if k not in source and not any(p in k for p in PRIOR_ONLY_PARAMETERS)]
@@ -225,6 +230,8 @@ def initialise_from_checkpoint(model: torch.nn.Module, path: str) -> None:
                          ("shapes differ (checkpoint vs student; another dictionary?)", shapes)) if items)
             + "); it must be a model of the same architecture trained on the same dictionaries"
         )
+    if tgt_dict is not None:
+        check_teacher_dictionaries(path, state, src_dict, tgt_dict)
     model.load_state_dict(source, strict=False)
     kept = [k for k in target if k not in source]
     logger.info(f"student initialised from {path}" + (f"; fresh: {kept}" if kept else ""))

@@ -180,7 +180,7 @@ class TranslationDistillationTask(TranslationTask):
         finally:
             self._building_model = False
         if self.cfg.student_init and not from_checkpoint:
-            initialise_from_checkpoint(model, self.cfg.student_init)
+            initialise_from_checkpoint(model, self.cfg.student_init, self.source_dictionary, self.target_dictionary)
         return model
 
     def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None,

@@ -204,3 +204,12 @@ def test_student_init_rejects_a_checkpoint_that_does_not_fit(tiny_data, quick_te
     cfg = _task_cfg(tiny_data, quick_teachers, "--student-init", tmp_path / "missing.pt")
     with pytest.raises(FileNotFoundError, match="--student-init checkpoint not found"):
         tasks.setup_task(cfg.task).build_model(cfg.model)
+
+
+def test_student_init_rejects_a_model_of_another_dictionary(tiny_data, quick_teachers, foreign_teacher):
+    from fairseq import tasks
+
+    _, foreign = foreign_teacher  # same sizes, other symbols
+    cfg = _task_cfg(tiny_data, quick_teachers, "--student-init", foreign)
+    with pytest.raises(TeacherCheckpointError, match="dictionary"):
+        tasks.setup_task(cfg.task).build_model(cfg.model)
