@@ -121,6 +121,7 @@ class StepRunner:
         self.timings: Dict[str, float] = {}
         self._live: Dict[str, subprocess.Popen] = {}
         self._lock = threading.Lock()
+        self._stopping = False
 
     def done(self, name: str) -> bool:
         return (self.out / ".done" / name).exists()
@@ -144,8 +145,10 @@ class StepRunner:
         start = time.time()
         with open(log_path, "w", encoding="utf-8") as log:
             log.write("$ " + shlex.join(cmd) + "\n")
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-            with self._lock:
+            with self._lock:  # no new process once _stop_all has run
+                if self._stopping:
+                    raise RuntimeError(f"step {name} not started: another step failed")
+                proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
                 self._live[name] = proc
             assert proc.stdout is not None
             for line in proc.stdout:
@@ -209,6 +212,7 @@ class StepRunner:
 
     def _stop_all(self) -> None:
         with self._lock:
+            self._stopping = True
             for proc in self._live.values():
                 proc.terminate()
 
