@@ -326,6 +326,9 @@ def train_args(cfg: MainJobConfig, data_bin: Path, save_dir: Path, seed: int, ep
         "--lr-scheduler", "inverse_sqrt", "--warmup-updates", str(cfg.warmup_updates), "--clip-norm", "1.0",
         "--max-tokens", str(cfg.max_tokens), "--max-epoch", str(epochs), "--dropout", "0.1",
         "--save-dir", save_dir, "--seed", str(seed), "--no-epoch-checkpoints", "--num-workers", "0", "--cpu",
+        # checkpoint_best.pt = the epoch with the lowest validation NLL of the references, for every model (the
+        # distillation losses measure closeness to the ensemble; EnD^2's is a large negative number)
+        "--best-checkpoint-metric", "nll_loss",
         "--log-format", "simple", "--log-interval", "100",
     ]
 
