@@ -264,14 +264,11 @@ def distillation_data_steps(cfg: MainJobConfig, data_bin: Path, runner: StepRunn
     # one shard per job slot, each of several batches (fairseq-generate fails on a shard with no batch)
     shards, out = max(1, min(cfg.jobs, cfg.train_size // 1000)), runner.out
     distill_bin, work = out / "data-bin-distill", out / "distill"
-    steps = [Step(f"translate_train_{i}", fairseq_cli("generate") + [
-        data_bin, "--user-dir", USER_DIR, "--task", "translation_distillation", "--no-uncertainty",
-        "-s", SRC, "-t", TGT, "--path", ":".join(map(str, teachers)), "--gen-subset", "train",
-        "--beam", str(cfg.beam), "--nbest", "1", "--max-tokens", "4096", "--batch-size", "250",
-        "--num-workers", "0", "--cpu",
-        "--max-len-a", "1.5", "--max-len-b", "10",
-        "--distributed-world-size", str(shards), "--distributed-rank", str(i),  # shard i of the batches
-        "--results-path", work / f"shard{i}"], tuple(after)) for i in range(shards)]
+    steps = [Step(f"translate_train_{i}", generate_cmd(
+        cfg, data_bin, teachers, "train", work / f"shard{i}", "--no-uncertainty", "--nbest", 1,
+        "--max-tokens", 4096, "--batch-size", 250,
+        "--distributed-world-size", shards, "--distributed-rank", i), tuple(after))  # shard i of the batches
+        for i in range(shards)]
 
     def binarise() -> None:
         raw = out / "data-raw"
@@ -292,14 +289,15 @@ def distillation_data_steps(cfg: MainJobConfig, data_bin: Path, runner: StepRunn
 
 
 def read_hypotheses(files: Sequence[Path]) -> Dict[int, str]:
-    """Sentence id -> top hypothesis (``H-`` lines) of fairseq-generate outputs."""
+    """Sentence id -> top hypothesis (its ``H-`` line) of fairseq-generate outputs, e.g. the shards of one split."""
+    from .evaluation.parsing import read_generate_output
+
     hypotheses: Dict[int, str] = {}
     for path in files:
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if line.startswith("H-"):
-                fields = line.split("\t")
-                sentence = int(fields[0][2:])
-                hypotheses.setdefault(sentence, fields[2] if len(fields) > 2 else "")
+        run = read_generate_output(path, require_uncertainty=False, allow_missing_ids=True, load_token_values=False)
+        for sentence in run.sentences:
+            if sentence.hypotheses:
+                hypotheses.setdefault(sentence.id, sentence.hypotheses[0].tokenized)
     return hypotheses
 
 
@@ -366,15 +364,22 @@ def generate_steps(cfg: MainJobConfig, data_bin: Path, out: Path, paths: Sequenc
     steps, files = [], {}
     for set_name, subset in TEST_SETS.items():
         results = out / "generate" / model / set_name
-        steps.append(Step(f"generate_{model}_{set_name}", fairseq_cli("generate") + [
-            data_bin, "--user-dir", USER_DIR, "--task", "translation_distillation", "-s", SRC, "-t", TGT,
-            "--path", ":".join(map(str, paths)), "--gen-subset", subset, "--beam", str(cfg.beam),
-            "--nbest", str(cfg.nbest), "--batch-size", "100", "--num-workers", "0", "--cpu",
-            # translations are about as long as their source: stop runaway hypotheses early
-            "--max-len-a", "1.5", "--max-len-b", "10",
-            "--results-path", results], tuple(after)))
+        steps.append(Step(f"generate_{model}_{set_name}", generate_cmd(
+            cfg, data_bin, paths, subset, results, "--nbest", cfg.nbest, "--batch-size", 100), tuple(after)))
         files[set_name] = results / f"generate-{subset}.txt"
     return steps, files
+
+
+def generate_cmd(cfg: MainJobConfig, data_bin: Path, paths: Sequence[Path], subset: str, results: Path,
+                 *extra) -> List:
+    """fairseq-generate of ``subset`` with the model (or ensemble) ``paths`` into ``results``."""
+    return fairseq_cli("generate") + [
+        data_bin, "--user-dir", USER_DIR, "--task", "translation_distillation", "-s", SRC, "-t", TGT,
+        "--path", ":".join(map(str, paths)), "--gen-subset", subset, "--beam", str(cfg.beam),
+        "--num-workers", "0", "--cpu",
+        # translations are about as long as their source: stop runaway hypotheses early
+        "--max-len-a", "1.5", "--max-len-b", "10",
+        "--results-path", results, *extra]
 
 
 def evaluate_step(model: str, files: Dict[str, Path], out: Path, after: Sequence[str]) -> Step:
