@@ -1,6 +1,7 @@
 """proxy_end2: Proxy-Dirichlet ensemble distribution distillation for fairseq.
 
-``fairseq-train --user-dir proxy_end2`` (or ``import proxy_end2``) registers:
+``fairseq-train --user-dir proxy_end2`` (and every other fairseq command given ``--user-dir proxy_end2``)
+registers the plugin's fairseq components (:mod:`proxy_end2.plugin`):
 
 * model ``prior_transformer`` and architectures ``prior_transformer_tiny``, ``prior_transformer``,
   ``prior_transformer_wmt_en_de``, ``prior_transformer_wmt_en_de_big``;
@@ -9,16 +10,15 @@
 
 and lets fairseq checkpoints load under torch's safe (``weights_only``) unpickler.
 
-The math (``proxy_end2.uncertainty``, ``proxy_end2.losses``) is pure torch and works without fairseq: when
-fairseq is not installed only the fairseq components are skipped.
+The rest is usable without fairseq and never imports it: the math (:mod:`proxy_end2.uncertainty`,
+:mod:`proxy_end2.losses`, pure torch) and the evaluator (:mod:`proxy_end2.evaluation`, numpy/sklearn), so
+that ``proxy-end2-evaluate`` starts fast. Importing this package registers the plugin only when fairseq is
+already imported (as in every fairseq command); from Python, ``import proxy_end2.plugin`` registers it
+explicitly.
 """
-import importlib.util
+import sys
 
 __version__ = "0.1.0"
 
-if importlib.util.find_spec("fairseq") is not None:
-    from . import safe_loading
-
-    safe_loading.allow_fairseq_checkpoints()
-
-    from . import criterions, models, tasks  # noqa: F401  (registration happens at import)
+if "fairseq" in sys.modules:  # imported by fairseq (--user-dir) or after it: register with it now
+    from . import plugin  # noqa: F401

@@ -2,6 +2,7 @@
 to run the real fairseq command lines (``python -m fairseq_cli.X``) in this interpreter's environment."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -12,7 +13,15 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 USER_DIR = str(REPO_ROOT / "proxy_end2")
+SYNTHETIC_EXAMPLE = REPO_ROOT / "examples" / "synthetic"
 SRC, TGT = "src", "tgt"
+
+# the synthetic example's modules (data generator, main job) are imported by name, as its script does
+sys.path.insert(0, str(SYNTHETIC_EXAMPLE))
+if importlib.util.find_spec("fairseq") is not None:
+    # in-process tests build fairseq tasks with --user-dir proxy_end2; fairseq skips a --user-dir whose package
+    # is already imported (the math tests import it without fairseq), so register the plugin explicitly
+    import proxy_end2.plugin  # noqa: F401
 
 
 def run_fairseq(cli: str, args: Sequence[str], log_path: Path, env_extra: dict | None = None) -> str:
@@ -28,8 +37,8 @@ def run_fairseq(cli: str, args: Sequence[str], log_path: Path, env_extra: dict |
 
 
 def make_binarised_data(root: Path, vocab_size: int = 40, seed: int = 1, sizes=None) -> Path:
-    """Synthetic En->De-like data (see proxy_end2.data.synthetic) binarised by fairseq-preprocess."""
-    from proxy_end2.data.synthetic import SyntheticLanguagePair, write_parallel_splits
+    """Synthetic En->De-like data (see examples/synthetic/synthetic_data.py) binarised by fairseq-preprocess."""
+    from synthetic_data import SyntheticLanguagePair, write_parallel_splits
 
     sizes = sizes or {"train": 2000, "valid": 100, "test": 60, "ood_rare": 60, "ood_perm": 60}
     raw = root / "raw"
@@ -58,6 +67,10 @@ def teacher_train_args(data: Path, save_dir: Path, seed: int, max_epoch: int = 1
         "--no-epoch-checkpoints", "--required-batch-size-multiple", "1", "--num-workers", "0",
         "--log-format", "json", "--log-interval", "1000", "--cpu", *extra,
     ]
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: long end-to-end test (runs real fairseq commands; CI runs it too)")
 
 
 @pytest.fixture(scope="session")

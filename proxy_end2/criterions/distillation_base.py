@@ -28,16 +28,15 @@ from fairseq.criterions import FairseqCriterion
 from fairseq.dataclass import FairseqDataclass
 from fairseq.logging import metrics
 
-from ..models.prior_transformer import DEFAULT_MODEL_OFFSET
-from ..tasks.translation_distillation import TEACHER_STATS_KEY
+from ..constants import DEFAULT_MODEL_OFFSET, TEACHER_STATS_KEY
 from ..uncertainty import EnsembleStatistics, proxy_precision
-from ..uncertainty.ensemble import _row_slices
+from ..uncertainty._numerics import row_slices
 
 def _logsumexp_f64(logits: Tensor) -> Tensor:
     """``logsumexp`` of ``logits`` [N, K] over the classes in float64, [N], computed on row chunks so that the
     float64 temporaries stay small whatever N * K is."""
     out = torch.empty(logits.size(0), dtype=torch.float64, device=logits.device)
-    for rows in _row_slices(logits.size(0), logits.size(-1), logits.device):
+    for rows in row_slices(logits.size(0), logits.size(-1), logits.device):
         out[rows] = torch.logsumexp(logits[rows].double(), dim=-1)
     return out
 

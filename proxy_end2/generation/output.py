@@ -1,11 +1,13 @@
-"""The ``SU-`` / ``TU-`` lines that fairseq-generate prints for every hypothesis (``docs/output-format.md``).
+"""The ``SU-`` / ``TU-`` lines printed for every re-scored hypothesis (``docs/output-format.md``), and the
+writer object that owns their destination.
 
 The reader is :mod:`proxy_end2.evaluation.parsing`; a round-trip test keeps the two in step.
 """
-import inspect
+from __future__ import annotations
+
 import os
 import sys
-from typing import List, Optional, Sequence, TextIO
+from typing import List, Mapping, Optional, Sequence, TextIO
 
 SEQUENCE_PREFIX = "SU-"
 TOKEN_PREFIX = "TU-"
@@ -26,7 +28,7 @@ def format_header(kind: str, members: int, sequence_names: Sequence[str], token_
     return lines
 
 
-def format_hypothesis(sample_id: int, rank: int, uncertainty: dict, sequence_names: Sequence[str],
+def format_hypothesis(sample_id: int, rank: int, uncertainty: Mapping, sequence_names: Sequence[str],
                       token_names: Sequence[str], token_level: bool = True) -> List[str]:
     """``SU-<id>\\t<rank>\\t<L>\\t<values...>`` and, if ``token_level``, one ``TU-`` line per measure."""
     tokens = uncertainty["token"]
@@ -41,22 +43,63 @@ def format_hypothesis(sample_id: int, rank: int, uncertainty: dict, sequence_nam
     return lines
 
 
-def fairseq_generate_stream() -> Optional[TextIO]:
-    """The stream fairseq-generate is writing its S-/H- lines to, if we are called from inside it.
-
-    ``fairseq_cli.generate._main(cfg, output_file)`` writes to stdout or to
-    ``<results-path>/generate-<subset>.txt``; the plugin cannot be handed that file object, so we take it
-    from the caller's frame. Returns None when not running under fairseq-generate.
-    """
-    frame = inspect.currentframe()
-    while frame is not None:
-        # match by file, not module name: `python -m fairseq_cli.generate` runs it as __main__
-        code = frame.f_code
-        if code.co_name == "_main" and code.co_filename.endswith(os.path.join("fairseq_cli", "generate.py")):
-            return frame.f_locals.get("output_file")
-        frame = frame.f_back
+def uncertainty_path(results_path: Optional[str], gen_subset: str, explicit: Optional[str] = None) -> Optional[str]:
+    """Where the uncertainty lines of a fairseq-generate run go: ``explicit`` (``--uncertainty-output``) if
+    given, else ``<results_path>/uncertainty-<subset>.txt`` next to fairseq's ``generate-<subset>.txt``, else
+    None (standard output, the stream fairseq-generate prints to without ``--results-path``)."""
+    if explicit:
+        return explicit
+    if results_path:
+        return os.path.join(results_path, f"uncertainty-{gen_subset}.txt")
     return None
 
 
-def default_stream() -> TextIO:
-    return fairseq_generate_stream() or sys.stdout
+class UncertaintyWriter:
+    """Writes the header once, then the SU-/TU- lines of every re-scored hypothesis, to one destination.
+
+    Args:
+        path: a file to create (truncated if it exists) and write line by line, or None for standard output
+            (looked up at every write, so that output captured by the caller is respected).
+        token_level: also write the TU- lines.
+
+    The file is line-buffered: every line is on disk once written, so an interrupted run keeps what it has
+    printed. :meth:`close` closes a file the writer opened (never standard output); it is idempotent.
+    """
+
+    def __init__(self, path: Optional[str] = None, token_level: bool = True):
+        self.path = path
+        self.token_level = token_level
+        self._file: Optional[TextIO] = None
+        self._header_written = False
+        self.closed = False
+
+    def _stream(self) -> TextIO:
+        if self.closed:
+            raise ValueError(f"write to a closed UncertaintyWriter ({self.path or 'stdout'})")
+        if self.path is None:
+            return sys.stdout
+        if self._file is None:
+            directory = os.path.dirname(self.path)
+            if directory:
+                os.makedirs(directory, exist_ok=True)
+            self._file = open(self.path, "w", buffering=1, encoding="utf-8")
+        return self._file
+
+    def write(self, kind: str, members: int, sequence_names: Sequence[str], token_names: Sequence[str],
+              items: Sequence[tuple]) -> None:
+        """Write ``items`` = ``(sample_id, rank, uncertainty)`` triples (preceded by the header the first time)."""
+        stream = self._stream()
+        if not self._header_written:
+            for line in format_header(kind, members, sequence_names, token_names, self.token_level):
+                print(line, file=stream)
+            self._header_written = True
+        for sample_id, rank, uncertainty in items:
+            for line in format_hypothesis(sample_id, rank, uncertainty, sequence_names, token_names,
+                                          self.token_level):
+                print(line, file=stream)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self.closed = True

@@ -14,15 +14,17 @@ References:
     Ryabinin, Malinin, Gales. Scaling Ensemble Distribution Distillation to Many Classes with Proxy Targets.
     NeurIPS 2021. https://arxiv.org/abs/2105.06987
 """
-from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 import torch
 from torch import Tensor
 
+from fairseq.dataclass.utils import gen_parser_from_dataclass
 from fairseq.models import register_model, register_model_architecture
 from fairseq.models.transformer import (
+    TransformerConfig,
     TransformerDecoder,
     TransformerModel,
     base_architecture,
@@ -32,9 +34,28 @@ from fairseq.models.transformer import (
 )
 from fairseq.modules import LayerNorm
 
+from ..constants import DEFAULT_MODEL_OFFSET
 from ..uncertainty.dirichlet import dirichlet_concentrations
 
-DEFAULT_MODEL_OFFSET = 1.0
+
+@dataclass
+class PriorTransformerConfig(TransformerConfig):
+    """fairseq's ``TransformerConfig`` plus the Prior-Network options."""
+
+    no_prior_output_layernorm: bool = field(
+        default=False,
+        metadata={
+            "help": "do not apply a LayerNorm to the decoder features right before the output projection "
+            "(the paper adds it for numerical stability of alpha = exp(z) + offset)"
+        },
+    )
+    model_offset: float = field(
+        default=DEFAULT_MODEL_OFFSET,
+        metadata={
+            "help": "Dirichlet parametrisation alpha_k = exp(z_k) + C (default 1.0, as in the paper's recipes); "
+            "stored with the model so generation and uncertainty need no extra flag"
+        },
+    )
 
 
 class PriorTransformerDecoder(TransformerDecoder):
@@ -70,22 +91,11 @@ class PriorTransformerModel(TransformerModel):
     :meth:`get_dirichlet_concentrations`.
     """
 
-    @staticmethod
-    def add_args(parser):
-        TransformerModel.add_args(parser)
-        parser.add_argument(
-            "--no-prior-output-layernorm",
-            action="store_true",
-            help="do not apply a LayerNorm to the decoder features right before the output projection "
-            "(the paper adds it for numerical stability of alpha = exp(z) + offset)",
-        )
-        parser.add_argument(
-            "--model-offset",
-            type=float,
-            metavar="C",
-            help="Dirichlet parametrisation alpha_k = exp(z_k) + C (default 1.0, as in the paper's recipes); "
-            "stored with the model so generation and uncertainty need no extra flag",
-        )
+    @classmethod
+    def add_args(cls, parser):
+        """The stock Transformer's options plus :class:`PriorTransformerConfig`'s, from the dataclass (no
+        defaults here, so that the architectures' defaults apply, as for fairseq's ``transformer``)."""
+        gen_parser_from_dataclass(parser, PriorTransformerConfig(), delete_default=True, with_prefix="")
 
     @classmethod
     def build_model(cls, args, task):

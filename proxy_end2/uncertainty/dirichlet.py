@@ -36,6 +36,13 @@ import math
 import torch
 from torch import Tensor
 
+from ._numerics import (
+    LN_2PI,
+    digamma1p_minus_log,
+    digamma_minus_log,
+    lgamma_stirling_remainder,
+)
+
 __all__ = [
     "concentration_bounds",
     "dirichlet_concentrations",
@@ -45,92 +52,6 @@ __all__ = [
     "dirichlet_log_beta",
     "dirichlet_uncertainty",
 ]
-
-_LN_2PI = math.log(2.0 * math.pi)
-_ASYMPTOTIC_MIN = 10.0  # series below are used for x >= 10; truncation error < 1e-16 relative there
-
-
-# ------------------------------------------------------------------------------------------------------
-# Special-function remainders (elementwise, autograd-friendly, any floating dtype)
-# ------------------------------------------------------------------------------------------------------
-def _split(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Mask of the asymptotic region and two safe copies of ``x`` (one per branch), so that neither branch
-    of the final ``torch.where`` produces inf/NaN that would poison the gradient of the other."""
-    big = x >= _ASYMPTOTIC_MIN
-    x_big = torch.where(big, x, torch.full_like(x, _ASYMPTOTIC_MIN))
-    x_small = torch.where(big, torch.ones_like(x), x)
-    return big, x_big, x_small
-
-
-def _digamma_minus_log(x: Tensor) -> Tensor:
-    r""":math:`r(x) = \psi(x) - \ln x` for :math:`x > 0` (A&S 6.3.18 for :math:`x \ge 10`).
-
-    .. math::
-
-        r(x) \sim -\frac{1}{2x} - \frac{1}{12x^2} + \frac{1}{120x^4} - \frac{1}{252x^6} + \frac{1}{240x^8}
-        - \frac{1}{132x^{10}} + \frac{691}{32760x^{12}} - \frac{1}{12x^{14}}.
-    """
-    big, xb, xs = _split(x)
-    inv = xb.reciprocal()
-    i2 = inv * inv
-    series = -0.5 * inv - i2 * (
-        1 / 12 - i2 * (1 / 120 - i2 * (1 / 252 - i2 * (1 / 240 - i2 * (1 / 132 - i2 * (691 / 32760 - i2 / 12)))))
-    )
-    direct = torch.digamma(xs) - torch.log(xs)
-    return torch.where(big, series, direct)
-
-
-def _digamma1p_minus_log(x: Tensor) -> Tensor:
-    r""":math:`s(x) = \psi(x + 1) - \ln x = r(x) + 1/x` for :math:`x > 0`.
-
-    Computed as ``digamma(x + 1) - log(x)`` below 10 (no cancellation of the :math:`1/x` pole for tiny
-    ``x``) and as ``r(x) + 1/x`` above.
-    """
-    big, xb, xs = _split(x)
-    series = _digamma_minus_log(xb) + xb.reciprocal()
-    direct = torch.digamma(xs + 1.0) - torch.log(xs)
-    return torch.where(big, series, direct)
-
-
-def _lgamma_stirling_remainder(x: Tensor) -> Tensor:
-    r""":math:`\phi(x) = \ln\Gamma(x) - (x - \tfrac12)\ln x + x - \tfrac12\ln 2\pi` for :math:`x > 0`
-    (A&S 6.1.41 for :math:`x \ge 10`).
-
-    .. math::
-
-        \phi(x) \sim \frac{1}{12x} - \frac{1}{360x^3} + \frac{1}{1260x^5} - \frac{1}{1680x^7}
-        + \frac{1}{1188x^9} - \frac{691}{360360x^{11}} + \frac{1}{156x^{13}} - \frac{3617}{122400x^{15}}.
-    """
-    big, xb, xs = _split(x)
-    inv = xb.reciprocal()
-    i2 = inv * inv
-    inner = 691 / 360360 - i2 * (1 / 156 - i2 * 3617 / 122400)  # x^-11 .. x^-15 terms
-    series = inv * (1 / 12 - i2 * (1 / 360 - i2 * (1 / 1260 - i2 * (1 / 1680 - i2 * (1 / 1188 - i2 * inner)))))
-    direct = torch.lgamma(xs) - (xs - 0.5) * torch.log(xs) + xs - 0.5 * _LN_2PI
-    return torch.where(big, series, direct)
-
-
-def _x_trigamma_minus_one(x: Tensor) -> Tensor:
-    r""":math:`t(x) = x\,\psi'(x) - 1` for :math:`x > 0` (A&S 6.4.12 for :math:`x \ge 10`).
-
-    .. math::
-
-        t(x) \sim \frac{1}{2x} + \frac{1}{6x^2} - \frac{1}{30x^4} + \frac{1}{42x^6} - \frac{1}{30x^8}
-        + \frac{5}{66x^{10}} - \frac{691}{2730x^{12}} + \frac{7}{6x^{14}} - \frac{3617}{510x^{16}}.
-
-    Note:
-        Below 10 this uses ``torch.polygamma(1, x)``, whose float64 CPU implementation is accurate to
-        only about 1e-9 relative near :math:`x \approx 1` (a short asymptotic series after 6 recurrence
-        steps). Only the analytic gradient of the proxy loss uses it; 1e-9 is far below float32
-        parameter resolution.
-    """
-    big, xb, xs = _split(x)
-    inv = xb.reciprocal()
-    i2 = inv * inv
-    inner = 5 / 66 - i2 * (691 / 2730 - i2 * (7 / 6 - i2 * 3617 / 510))  # x^-10 .. x^-16 terms
-    series = 0.5 * inv + i2 * (1 / 6 - i2 * (1 / 30 - i2 * (1 / 42 - i2 * (1 / 30 - i2 * inner))))
-    direct = xs * torch.polygamma(1, xs) - 1.0
-    return torch.where(big, series, direct)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -214,8 +135,8 @@ def dirichlet_log_beta(alphas: Tensor) -> Tensor:
     k = alphas.shape[-1]
     a0 = alphas.sum(-1, keepdim=True)  # [..., 1]
     log_mu = torch.log(alphas) - torch.log(a0)  # [..., K]
-    phi = _lgamma_stirling_remainder(alphas).sum(-1) - _lgamma_stirling_remainder(a0).squeeze(-1)  # [...]
-    return ((alphas - 0.5) * log_mu).sum(-1) - 0.5 * (k - 1) * (torch.log(a0).squeeze(-1) - _LN_2PI) + phi
+    phi = lgamma_stirling_remainder(alphas).sum(-1) - lgamma_stirling_remainder(a0).squeeze(-1)  # [...]
+    return ((alphas - 0.5) * log_mu).sum(-1) - 0.5 * (k - 1) * (torch.log(a0).squeeze(-1) - LN_2PI) + phi
 
 
 def dirichlet_entropy(alphas: Tensor) -> Tensor:
@@ -241,12 +162,12 @@ def dirichlet_entropy(alphas: Tensor) -> Tensor:
     k = alphas.shape[-1]
     a0 = alphas.sum(-1, keepdim=True)  # [..., 1]
     log_a0 = torch.log(a0)  # [..., 1]
-    r_gap = _digamma_minus_log(alphas) - _digamma_minus_log(a0)  # [..., K], r(a_k) - r(a_0)
+    r_gap = digamma_minus_log(alphas) - digamma_minus_log(a0)  # [..., K], r(a_k) - r(a_0)
     return (
         0.5 * (torch.log(alphas) - log_a0).sum(-1)
-        - 0.5 * (k - 1) * (log_a0.squeeze(-1) - _LN_2PI)
-        + _lgamma_stirling_remainder(alphas).sum(-1)
-        - _lgamma_stirling_remainder(a0).squeeze(-1)
+        - 0.5 * (k - 1) * (log_a0.squeeze(-1) - LN_2PI)
+        + lgamma_stirling_remainder(alphas).sum(-1)
+        - lgamma_stirling_remainder(a0).squeeze(-1)
         - ((alphas - 1.0) * r_gap).sum(-1)
     )
 
@@ -287,12 +208,12 @@ def dirichlet_kl(alphas_p: Tensor, alphas_q: Tensor) -> Tensor:
     log_a0, log_b0 = torch.log(a0), torch.log(b0)
     log_ratio = (torch.log(b) - log_b0) - (torch.log(a) - log_a0)  # [..., K], ln(nu_k / mu_k)
     phi = (
-        _lgamma_stirling_remainder(b).sum(-1)
-        - _lgamma_stirling_remainder(b0).squeeze(-1)
-        - _lgamma_stirling_remainder(a).sum(-1)
-        + _lgamma_stirling_remainder(a0).squeeze(-1)
+        lgamma_stirling_remainder(b).sum(-1)
+        - lgamma_stirling_remainder(b0).squeeze(-1)
+        - lgamma_stirling_remainder(a).sum(-1)
+        + lgamma_stirling_remainder(a0).squeeze(-1)
     )
-    r_gap = _digamma_minus_log(a) - _digamma_minus_log(a0)  # [..., K]
+    r_gap = digamma_minus_log(a) - digamma_minus_log(a0)  # [..., K]
     return (
         ((b - 0.5) * log_ratio).sum(-1)
         - 0.5 * (k - 1) * (log_b0 - log_a0).squeeze(-1)
@@ -389,8 +310,8 @@ def dirichlet_uncertainty(alphas: Tensor) -> dict[str, Tensor]:
     mu = a / a0  # [..., K]
     log_mu = torch.log(a) - torch.log(a0)  # [..., K]
     entropy_of_expected = -(mu * log_mu).sum(-1)  # [...]
-    mi_terms = (_digamma1p_minus_log(a) - _digamma1p_minus_log(a0)).clamp(min=0.0)  # [..., K]
-    mkl_terms = (_digamma_minus_log(a0) - _digamma_minus_log(a)).clamp(min=0.0)  # [..., K]
+    mi_terms = (digamma1p_minus_log(a) - digamma1p_minus_log(a0)).clamp(min=0.0)  # [..., K]
+    mkl_terms = (digamma_minus_log(a0) - digamma_minus_log(a)).clamp(min=0.0)  # [..., K]
     mutual_information = (mu * mi_terms).sum(-1)  # [...]
     mkl = (mu * mkl_terms).sum(-1)  # [...]
     out = {

@@ -40,6 +40,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ._numerics import row_slices, rowwise_sum, xlogx_from_log
+
 __all__ = [
     "UNCERTAINTY_KEYS",
     "EnsembleStatistics",
@@ -56,54 +58,6 @@ UNCERTAINTY_KEYS: tuple[str, ...] = (
     "mkl",
 )
 """Names of the token-level uncertainty measures, in the order the dictionaries list them."""
-
-
-#: Row-chunk size (elements) of the ``[..., K]`` passes below and of :mod:`proxy_end2.losses`, by device:
-#: ``2**20`` on CPU (the benchmark measured the float64 loss 2.3x faster than with ``2**24``, with a lower
-#: peak: chunk-sized temporaries of 8 MB are reused from glibc's heap instead of being ``mmap``-ed and
-#: page-faulted at every allocation), ``2**24`` elsewhere (on the H100 smaller chunks are slower: launches,
-#: per-chunk work on ``[n, 1]`` tensors). ``None`` picks by device; an int overrides it (tests, benchmarks).
-_CHUNK_ELEMENTS: int | None = None
-_CHUNK_ELEMENTS_CPU = 1 << 20
-_CHUNK_ELEMENTS_GPU = 1 << 24
-
-
-def _default_chunk_elements(device: torch.device) -> int:
-    """Elements per row chunk of a ``[..., K]`` pass on ``device`` (see ``_CHUNK_ELEMENTS``)."""
-    if _CHUNK_ELEMENTS is not None:
-        return int(_CHUNK_ELEMENTS)
-    return _CHUNK_ELEMENTS_CPU if torch.device(device).type == "cpu" else _CHUNK_ELEMENTS_GPU
-
-
-def _row_slices(num_rows: int, num_classes: int, device: torch.device, chunk_elements: int | None = None) -> list[slice]:
-    """Row ranges of at most ``chunk_elements`` elements (at least one row each) of an ``[num_rows, K]`` tensor."""
-    elements = _default_chunk_elements(device) if chunk_elements is None else chunk_elements
-    rows = max(1, elements // max(1, num_classes))
-    return [slice(i, min(i + rows, num_rows)) for i in range(0, num_rows, rows)]
-
-
-def _rowwise_sum(fn, *tensors: Tensor) -> Tensor:
-    """``fn(*row_chunks).sum(-1)`` over row chunks of ``[..., K]`` tensors of one shape: the ``[..., K]``
-    temporaries of ``fn`` are bounded by the chunk size. Returns ``[...]`` (per-row sums are the same as on
-    the whole tensor)."""
-    first = tensors[0]
-    k = first.shape[-1]
-    if first.numel() == 0:
-        return fn(*tensors).sum(-1)
-    flat = [t.reshape(-1, k) for t in tensors]  # views for contiguous statistics
-    out = torch.empty(flat[0].shape[0], dtype=first.dtype, device=first.device)
-    for rows in _row_slices(out.shape[0], k, first.device):
-        out[rows] = fn(*(t[rows] for t in flat)).sum(-1)
-    return out.reshape(first.shape[:-1])
-
-
-def _xlogx_from_log(log_x: Tensor) -> Tensor:
-    r"""Elementwise :math:`x \ln x` from :math:`\ln x`, with the convention :math:`0 \ln 0 = 0`.
-
-    ``exp(-inf) * -inf`` would be NaN; clamping the log at the dtype's most negative finite value makes
-    the product ``0 * (-finfo.max) = 0`` instead, without changing any value whose ``exp`` is non-zero.
-    """
-    return log_x.exp() * log_x.clamp(min=torch.finfo(log_x.dtype).min)
 
 
 def _mkl_terms(log_mean: Tensor, mean_log: Tensor) -> Tensor:
@@ -204,7 +158,7 @@ class EnsembleStatistics:
         Note:
             Uses :math:`0 \ln 0 = 0`, so a class that every member rules out (``-inf`` logits) adds 0.
         """
-        return self._cached("entropy_of_expected", lambda: -_rowwise_sum(_xlogx_from_log, self.log_mean_probs))
+        return self._cached("entropy_of_expected", lambda: -rowwise_sum(xlogx_from_log, self.log_mean_probs))
 
     def mutual_information(self) -> Tensor:
         r"""Knowledge uncertainty :math:`\mathrm{MI} = \mathcal{H}[\bar p] - \mathrm{ExE} \ge 0`, ``[...]``.
@@ -227,7 +181,7 @@ class EnsembleStatistics:
             (a ``-inf`` logit) to a class that another member supports, :math:`\mathrm{KL}(\bar p \| p_m)`
             is genuinely infinite and so is the result. Finite logits always give a finite value.
         """
-        return self._cached("mkl", lambda: _rowwise_sum(_mkl_terms, self.log_mean_probs, self.mean_log_probs))
+        return self._cached("mkl", lambda: rowwise_sum(_mkl_terms, self.log_mean_probs, self.mean_log_probs))
 
     def epkl(self) -> Tensor:
         r"""Expected pairwise KL :math:`\frac{1}{M^2}\sum_{m,m'} \mathrm{KL}(p_m \| p_{m'})
@@ -381,7 +335,7 @@ class EnsembleStatisticsAccumulator:
     def _add_out_of_place(self, member_logits: Tensor) -> None:
         """Whole-tensor, autograd-friendly update; its results are fresh tensors (owned unless aliased)."""
         log_probs = torch.log_softmax(member_logits.to(self.dtype), dim=-1)  # [..., K]
-        neg_entropy = _xlogx_from_log(log_probs).sum(-1)  # [...], sum_k p ln p <= 0
+        neg_entropy = xlogx_from_log(log_probs).sum(-1)  # [...], sum_k p ln p <= 0
         if self._num_members == 0:
             self._log_sum_probs = log_probs
             self._sum_log_probs = log_probs  # the same tensor twice: not owned (never updated in place)
@@ -408,9 +362,9 @@ class EnsembleStatisticsAccumulator:
         log_sum = self._log_sum_probs.view(-1, k)  # [N, K]
         sum_log = self._sum_log_probs.view(-1, k)  # [N, K]
         neg_entropy = self._sum_neg_entropy.view(-1)  # [N]
-        for rows in _row_slices(n, k, member_logits.device):
+        for rows in row_slices(n, k, member_logits.device):
             log_probs = torch.log_softmax(logits[rows].to(self.dtype), dim=-1)  # [n, K]
-            chunk_neg_entropy = _xlogx_from_log(log_probs).sum(-1)  # [n]
+            chunk_neg_entropy = xlogx_from_log(log_probs).sum(-1)  # [n]
             if first:
                 log_sum[rows] = log_probs
                 sum_log[rows] = log_probs

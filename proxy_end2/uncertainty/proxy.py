@@ -23,6 +23,7 @@ import math
 import torch
 from torch import Tensor
 
+from ._numerics import FLOAT32_EPS
 from .ensemble import EnsembleStatistics
 
 __all__ = ["PRECISION_CHOICES", "proxy_precision", "proxy_target_precision"]
@@ -30,10 +31,7 @@ __all__ = ["PRECISION_CHOICES", "proxy_precision", "proxy_target_precision"]
 PRECISION_CHOICES: tuple[str, ...] = ("mkl", "epkl")
 """Accepted values of the ``precision`` argument (``--target-concentration`` in the authors' code)."""
 
-_FLOAT32_EPS = 2.0**-23  # torch.finfo(torch.float32).eps, the authors' constant
-
-
-def proxy_precision(stats: EnsembleStatistics, precision: str = "mkl", eps: float = _FLOAT32_EPS) -> Tensor:
+def proxy_precision(stats: EnsembleStatistics, precision: str = "mkl", eps: float = FLOAT32_EPS) -> Tensor:
     r"""Precision :math:`\hat\beta` of the ensemble, ``[...]``, float64.
 
     .. math::
@@ -81,7 +79,7 @@ def proxy_target_precision(
     stats: EnsembleStatistics,
     precision: str = "mkl",
     target_offset: float = 1.0,
-    eps: float = _FLOAT32_EPS,
+    eps: float = FLOAT32_EPS,
 ) -> Tensor:
     r"""Precision :math:`B` used by the Proxy-Dirichlet losses, ``[...]``, float64.
 

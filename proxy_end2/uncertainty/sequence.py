@@ -47,7 +47,8 @@ import torch
 from torch import Tensor
 
 from .dirichlet import dirichlet_concentrations, dirichlet_uncertainty
-from .ensemble import EnsembleStatisticsAccumulator, _xlogx_from_log
+from ._numerics import xlogx_from_log
+from .ensemble import EnsembleStatisticsAccumulator
 
 PRIOR_NETWORK_TOKEN_KEYS: tuple[str, ...] = (
     "token_nll", "entropy_of_expected", "dirichlet_entropy_of_expected", "expected_entropy",
@@ -115,7 +116,7 @@ def prior_network_sequence_uncertainty(
     expected_log_pi_y = torch.digamma(alpha_y) - torch.digamma(alphas.sum(-1))  # N x L
     token = {
         "token_nll": -log_q_y,
-        "entropy_of_expected": -_xlogx_from_log(log_q).sum(-1),
+        "entropy_of_expected": -xlogx_from_log(log_q).sum(-1),
         "dirichlet_entropy_of_expected": dirichlet["entropy_of_expected"],
         "expected_entropy": dirichlet["expected_entropy"],
         "mutual_information": dirichlet["mutual_information"],
@@ -174,7 +175,7 @@ class EnsembleSequenceAccumulator:
         stats = self._pe.finalize()
         pe = stats.uncertainty()  # each N x L
         log_ep = self._log_ep_unnorm - self._log_prefix_norm.to(self.dtype).unsqueeze(-1)  # N x L x K
-        ep_entropy = -_xlogx_from_log(log_ep).sum(-1)  # N x L
+        ep_entropy = -xlogx_from_log(log_ep).sum(-1)  # N x L
         ep_gap = log_ep - stats.mean_log_probs  # N x L x K
         ep_mkl = (log_ep.exp() * torch.where(log_ep > -math.inf, ep_gap, 0.0)).sum(-1).clamp(min=0.0)
         chosen = torch.stack(self._chosen)  # M x N x L

@@ -1,12 +1,13 @@
 """The main job: from nothing to distilled Prior Networks and an uncertainty report, on a laptop CPU.
 
-    python -m proxy_end2.main_job --out runs/main_job        # or: bash scripts/main_job.sh
+    bash examples/synthetic/run.sh [--out runs/main_job] [...]    # sets up .venv first
+    python examples/synthetic/main_job.py --help                   # in an environment that has proxy_end2
 
 Steps (each is skipped when its output is complete, so a re-run resumes where it stopped; an interrupted
 fairseq-train resumes from its own checkpoint_last.pt). Independent steps run side by side (``--jobs``, each
 command with ``--threads`` torch threads), the long ones first:
 
-1. ``data``: a built-in synthetic translation task (:mod:`proxy_end2.data.synthetic`; K = 2,016 target
+1. ``data``: a built-in synthetic translation task (``synthetic_data.py``; K = 2,016 target
    classes), with an in-domain test set and two out-of-domain test sets (rare words, permuted source),
    binarised by fairseq-preprocess;
 2. ``teacher<i>``: an ensemble of Transformers trained with different seeds (fairseq-train);
@@ -21,33 +22,31 @@ command with ``--threads`` torch threads), the long ones first:
 6. ``evaluate_<model>``: proxy-end2-evaluate (BLEU, OOD ROC-AUC per measure, PRR, plots) per model;
 7. a summary table of all models, printed and written to ``<out>/summary.md`` (and ``summary.json``).
 
-Every command is logged before it runs; its full output is kept in ``<out>/logs/``.
+Every command is logged before it runs; its full output is kept in ``<out>/logs/``. fairseq runs every
+command on the GPU when there is one (``--cpu`` forces the CPU).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 import platform
-import shlex
 import shutil
-import subprocess
 import sys
-import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple
 
-from .data.synthetic import SyntheticLanguagePair, write_parallel_splits
+import proxy_end2
+from config import CRITERIA, MainJobConfig, parse_config
+from step_runner import Step, StepRunner
+from synthetic_data import SyntheticLanguagePair, write_parallel_splits
 
 logger = logging.getLogger("proxy_end2.main_job")
 
-USER_DIR = str(Path(__file__).resolve().parent)
+USER_DIR = os.path.dirname(os.path.abspath(proxy_end2.__file__))  # fairseq --user-dir
 SRC, TGT = "src", "tgt"
-CRITERIA = ("proxy_dirichlet_distillation", "dirichlet_nll_distillation", "ensemble_kl_distillation")
 CRITERION_FLAGS = {
     "proxy_dirichlet_distillation": ["--target-concentration", "mkl", "--target-offset", "1"],
     # the authors' recipes use alpha = exp(z) + 1 for every criterion (with no offset the NLL is unbounded
@@ -69,164 +68,9 @@ MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(2**32), "MALLOC_TRIM_THRESHOLD_": st
 TEST_SETS = {"id": "test", "rare_words": "test1", "permuted": "test2"}
 
 
-@dataclass
-class MainJobConfig:
-    out: str = "runs/main_job"
-    num_teachers: int = 3
-    vocab_size: int = 1700
-    ambiguity: float = 0.2
-    train_size: int = 6000
-    valid_size: int = 200
-    test_size: int = 300
-    teacher_arch: str = "transformer_tiny"
-    student_arch: str = "prior_transformer_tiny"
-    teacher_epochs: int = 14
-    student_epochs: int = 12
-    max_tokens: int = 512
-    warmup_updates: int = 100
-    lr: float = 0.007
-    student_lr: float = 0.0015
-    beam: int = 5
-    nbest: int = 5
-    student_targets: str = "reference"
-    student_init: str = "teacher1"
-    jobs: int = 3
-    threads: int = 0
-    criteria: List[str] = field(default_factory=lambda: list(CRITERIA))
-    seed: int = 1
-
-
-@dataclass
-class Step:
-    """One command of the job: runs once every step named in ``after`` is done."""
-
-    name: str
-    #: a command line, or a Python callable run in this process (it may call ``StepRunner.run`` itself)
-    cmd: Union[Sequence, Callable[[], None]]
-    after: Tuple[str, ...] = ()
-
-
-class StepRunner:
-    """Runs the job's commands, skipping steps whose ``done`` marker exists.
-
-    ``threads`` is the number of intra-op threads of each command (``OMP_NUM_THREADS``); :meth:`run_steps`
-    runs up to ``jobs`` commands at once, so that small models, which use one core badly, share the machine.
-    """
-
-    def __init__(self, out: Path, threads: Optional[int] = None):
-        self.out = out
-        self.logs = out / "logs"
-        self.logs.mkdir(parents=True, exist_ok=True)
-        self.threads = threads
-        self.timings: Dict[str, float] = {}
-        self._live: Dict[str, subprocess.Popen] = {}
-        self._lock = threading.Lock()
-        self._stopping = False
-
-    def done(self, name: str) -> bool:
-        return (self.out / ".done" / name).exists()
-
-    def mark_done(self, name: str, seconds: Optional[float] = None) -> None:
-        marker = self.out / ".done" / name
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text(json.dumps({"seconds": seconds}))
-
-    def run(self, name: str, cmd: Sequence) -> str:
-        """Run ``cmd``; show fairseq's progress lines live, keep everything in ``logs/<name>.log``."""
-        cmd = [str(c) for c in cmd]
-        logger.info(f"[{name}] $ {shlex.join(cmd)}")
-        log_path = self.logs / f"{name}.log"
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        for key, value in MALLOC_ENV.items():
-            env.setdefault(key, value)
-        if self.threads:
-            env.update(OMP_NUM_THREADS=str(self.threads), MKL_NUM_THREADS=str(self.threads))
-        lines: List[str] = []
-        start = time.time()
-        with open(log_path, "w", encoding="utf-8") as log:
-            log.write("$ " + shlex.join(cmd) + "\n")
-            with self._lock:  # no new process once _stop_all has run
-                if self._stopping:
-                    raise RuntimeError(f"step {name} not started: another step failed")
-                proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-                self._live[name] = proc
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                log.write(line)
-                lines.append(line)
-                if _is_progress_line(line):
-                    sys.stderr.write(f"  [{name}] {_shorten(line)}\n")
-            code = proc.wait()
-            with self._lock:
-                self._live.pop(name, None)
-        self.timings[name] = time.time() - start
-        if code != 0:
-            tail = "".join(lines[-30:])
-            raise RuntimeError(f"step {name} failed with exit code {code}; full log: {log_path}\n{tail}")
-        return "".join(lines)
-
-    def run_step(self, step: Step) -> None:
-        if callable(step.cmd):
-            logger.info(f"[{step.name}] ...")
-            start = time.time()
-            step.cmd()
-            self.timings[step.name] = time.time() - start
-        else:
-            self.run(step.name, step.cmd)
-        self.mark_done(step.name, self.timings[step.name])
-
-    def run_steps(self, steps: Sequence[Step], jobs: int = 1) -> None:
-        """Run ``steps`` (skipping those done), at most ``jobs`` at once, each once its ``after`` steps are done.
-
-        Ready steps start in the order given (put the long ones first). When a step fails, the steps still
-        running are stopped (an interrupted fairseq-train resumes from its checkpoint_last.pt on the next
-        run), nothing new starts, and the failure is raised.
-        """
-        names = {step.name for step in steps}
-        finished = {step.name for step in steps if self.done(step.name)}
-        pending = [step for step in steps if step.name not in finished]
-        for step in pending:
-            unknown = [dep for dep in step.after if dep not in names]
-            if unknown:
-                raise ValueError(f"step {step.name} waits for unknown steps {unknown}")
-        running: Dict[Future, Step] = {}
-        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            while pending or running:
-                for step in list(pending):
-                    if len(running) >= max(1, jobs):
-                        break
-                    if all(dep in finished for dep in step.after):
-                        pending.remove(step)
-                        running[pool.submit(self.run_step, step)] = step
-                if not running:
-                    raise ValueError(f"steps {[s.name for s in pending]} wait for each other")
-                completed, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in completed:
-                    step = running.pop(future)
-                    error = future.exception()
-                    if error is not None:
-                        self._stop_all()
-                        wait(running)
-                        raise error
-                    finished.add(step.name)
-
-    def _stop_all(self) -> None:
-        with self._lock:
-            self._stopping = True
-            for proc in self._live.values():
-                proc.terminate()
-
-
-def _is_progress_line(line: str) -> bool:
-    return ("| valid on " in line or "| train |" in line or "Generate " in line or "teacher ensemble" in line
-            or "Traceback" in line or "Error" in line)
-
-
-def _shorten(line: str) -> str:
-    line = line.rstrip()
-    for marker in ("| INFO | fairseq_cli.train | ", "| INFO | train | ", "| INFO | valid | "):
-        line = line.split(marker)[-1]
-    return line[:160]
+def cpu_flag(cfg: MainJobConfig) -> List[str]:
+    """``--cpu`` when asked for; otherwise fairseq uses the GPU if there is one."""
+    return ["--cpu"] if cfg.cpu else []
 
 
 def fairseq_cli(name: str) -> List[str]:
@@ -290,7 +134,7 @@ def distillation_data_steps(cfg: MainJobConfig, data_bin: Path, runner: StepRunn
 
 def read_hypotheses(files: Sequence[Path]) -> Dict[int, str]:
     """Sentence id -> top hypothesis (its ``H-`` line) of fairseq-generate outputs, e.g. the shards of one split."""
-    from .evaluation.parsing import read_generate_output
+    from proxy_end2.evaluation.parsing import read_generate_output
 
     hypotheses: Dict[int, str] = {}
     for path in files:
@@ -323,7 +167,7 @@ def train_args(cfg: MainJobConfig, data_bin: Path, save_dir: Path, seed: int, ep
         "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", str(lr),
         "--lr-scheduler", "inverse_sqrt", "--warmup-updates", str(cfg.warmup_updates), "--clip-norm", "1.0",
         "--max-tokens", str(cfg.max_tokens), "--max-epoch", str(epochs), "--dropout", "0.1",
-        "--save-dir", save_dir, "--seed", str(seed), "--no-epoch-checkpoints", "--num-workers", "0", "--cpu",
+        "--save-dir", save_dir, "--seed", str(seed), "--no-epoch-checkpoints", "--num-workers", "0", *cpu_flag(cfg),
         # checkpoint_best.pt = the epoch with the lowest validation NLL of the references, for every model (the
         # distillation losses measure closeness to the ensemble; EnD^2's is a large negative number)
         "--best-checkpoint-metric", "nll_loss",
@@ -376,7 +220,7 @@ def generate_cmd(cfg: MainJobConfig, data_bin: Path, paths: Sequence[Path], subs
     return fairseq_cli("generate") + [
         data_bin, "--user-dir", USER_DIR, "--task", "translation_distillation", "-s", SRC, "-t", TGT,
         "--path", ":".join(map(str, paths)), "--gen-subset", subset, "--beam", str(cfg.beam),
-        "--num-workers", "0", "--cpu",
+        "--num-workers", "0", *cpu_flag(cfg),
         # translations are about as long as their source: stop runaway hypotheses early
         "--max-len-a", "1.5", "--max-len-b", "10",
         "--results-path", results, *extra]
@@ -435,7 +279,7 @@ def run(cfg: MainJobConfig) -> Dict[str, dict]:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
-    runner = StepRunner(out, threads=cfg.threads or max(1, (os.cpu_count() or 1) // max(1, cfg.jobs)))
+    runner = StepRunner(out, threads=cfg.threads or max(1, (os.cpu_count() or 1) // max(1, cfg.jobs)), env=MALLOC_ENV)
     start = time.time()
     data_bin = prepare_data(cfg, runner)
     # the longest steps first: with fewer job slots than ready steps, they start first
@@ -474,36 +318,10 @@ def run(cfg: MainJobConfig) -> Dict[str, dict]:
     return reports
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    defaults = MainJobConfig()
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=defaults.out, help="output folder (re-running resumes it)")
-    for key in ("num_teachers", "vocab_size", "train_size", "valid_size", "test_size", "teacher_epochs",
-                "student_epochs", "max_tokens", "warmup_updates", "beam", "nbest", "seed"):
-        parser.add_argument("--" + key.replace("_", "-"), type=int, default=getattr(defaults, key),
-                            help=f"(default {getattr(defaults, key)})")
-    parser.add_argument("--student-targets", choices=("ensemble", "reference"), default=defaults.student_targets,
-                        help="students learn from the ensemble's beam-search translations of the training sources "
-                        "(sequence-level distillation, the authors' MT recipe) or from the references")
-    parser.add_argument("--student-init", choices=("teacher1", "none"), default=defaults.student_init,
-                        help="students start from the first teacher's weights (fine-tuned into Prior Networks: "
-                        "a few epochs suffice) or from scratch (then raise --student-epochs a lot)")
-    parser.add_argument("--jobs", type=int, default=defaults.jobs,
-                        help="commands run at once: the 3 teachers, the 3 students, the generations "
-                        f"(default {defaults.jobs})")
-    parser.add_argument("--threads", type=int, default=defaults.threads,
-                        help="torch threads per command (default: CPU cores // jobs, at least 1)")
-    parser.add_argument("--ambiguity", type=float, default=defaults.ambiguity,
-                        help="fraction of source words with two translations (data uncertainty)")
-    parser.add_argument("--lr", type=float, default=defaults.lr, help=f"teachers' peak learning rate (default {defaults.lr})")
-    parser.add_argument("--student-lr", type=float, default=defaults.student_lr,
-                        help=f"students' peak learning rate (default {defaults.student_lr}: they start from a teacher)")
-    parser.add_argument("--teacher-arch", default=defaults.teacher_arch)
-    parser.add_argument("--student-arch", default=defaults.student_arch)
-    parser.add_argument("--criteria", nargs="+", default=list(CRITERIA), choices=CRITERIA)
-    args = parser.parse_args(argv)
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    cfg = parse_config(argv, description=__doc__)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s | %(name)s | %(message)s", stream=sys.stderr)
-    run(MainJobConfig(**vars(args)))
+    run(cfg)
 
 
 if __name__ == "__main__":

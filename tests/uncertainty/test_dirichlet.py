@@ -22,13 +22,13 @@ from proxy_end2.uncertainty import (
     dirichlet_log_prob,
     dirichlet_uncertainty,
 )
-from proxy_end2.uncertainty.dirichlet import (
-    _digamma1p_minus_log,
-    _digamma_minus_log,
-    _lgamma_stirling_remainder,
-    _x_trigamma_minus_one,
-    concentration_bounds,
+from proxy_end2.uncertainty._numerics import (
+    digamma1p_minus_log,
+    digamma_minus_log,
+    lgamma_stirling_remainder,
+    x_trigamma_minus_one,
 )
+from proxy_end2.uncertainty.dirichlet import concentration_bounds
 
 mpmath.mp.dps = 80
 F64 = torch.float64
@@ -79,10 +79,10 @@ def test_remainder_functions_against_mpmath():
     """r = psi - ln, s = psi(x+1) - ln, phi = Stirling remainder, t = x psi' - 1, both sides of the switch
     at x = 10. Tolerances: float64 series/direct evaluation is good to ~1e-14 relative (phi below 10 is a
     difference of O(10) numbers: 1e-14 absolute); torch.polygamma(1, .) is only ~1e-9 accurate (see
-    _x_trigamma_minus_one), hence 5e-9 for t below 10."""
+    x_trigamma_minus_one), hence 5e-9 for t below 10."""
     x = torch.tensor(_POINTS, dtype=F64)
-    got = {"r": _digamma_minus_log(x), "s": _digamma1p_minus_log(x), "phi": _lgamma_stirling_remainder(x),
-           "t": _x_trigamma_minus_one(x)}
+    got = {"r": digamma_minus_log(x), "s": digamma1p_minus_log(x), "phi": lgamma_stirling_remainder(x),
+           "t": x_trigamma_minus_one(x)}
     for i, v in enumerate(_POINTS):
         xm = mpmath.mpf(v)
         want = {

@@ -5,12 +5,13 @@ import pytest
 import torch
 
 from fairseq import checkpoint_utils
-from fairseq.tasks import TASK_REGISTRY
 
 from conftest import make_binarised_data, run_fairseq, teacher_train_args
 from fairseq_helpers import build_cfg, build_task_and_model
-from proxy_end2.tasks.translation_distillation import TEACHER_STATS_KEY, TranslationDistillationTask
-from proxy_end2.teachers import TeacherCheckpointError, TeacherEnsemble
+from proxy_end2.constants import TEACHER_STATS_KEY
+from proxy_end2.tasks.translation_distillation import TranslationDistillationTask
+from proxy_end2.checkpoints import TeacherCheckpointError
+from proxy_end2.teachers import TeacherEnsemble
 from proxy_end2.uncertainty import ensemble_statistics
 
 
@@ -26,10 +27,6 @@ def _batch(task, split="valid"):
     task.load_dataset(split)
     itr = task.get_batch_iterator(task.dataset(split), max_sentences=4, required_batch_size_multiple=1)
     return next(itr.next_epoch_itr(shuffle=False))
-
-
-def test_task_registered():
-    assert TASK_REGISTRY["translation_distillation"] is TranslationDistillationTask
 
 
 def test_streamed_statistics_equal_stacked_member_outputs(tiny_data, quick_teachers):
@@ -163,11 +160,25 @@ def test_train_step_attaches_statistics_and_keeps_teachers_out_of_the_student(ti
     assert torch.isfinite(loss_v)
 
 
-def test_student_builds_and_generates_without_teachers(tiny_data):
-    """Generation-time task setup must not need --teacher-paths."""
+def test_student_builds_and_generates_without_teachers(tiny_data, tmp_path):
+    """Generation-time task setup and generation with uncertainty need no --teacher-paths."""
+    from argparse import Namespace
+
     _, task, model = build_task_and_model(tiny_data, ["--task", "translation_distillation",
-                                                      "--arch", "prior_transformer_tiny"])
+                                                      "--arch", "prior_transformer_tiny",
+                                                      "--uncertainty-output", tmp_path / "u.txt"])
+    task.load_dataset("test")
+    gen_args = Namespace(beam=2, nbest=2, max_len_a=0, max_len_b=8, min_len=1, unnormalized=False, lenpen=1.0,
+                         unkpen=0.0, temperature=1.0, match_source_len=False, no_repeat_ngram_size=0)
+    generator = task.build_generator([model.eval()], gen_args)
+    sample = _batch(task, "test")
+    hypos = task.inference_step(generator, [model], sample)
+    task.close_uncertainty_output()
     assert task.teachers is None
+    assert len(hypos) == sample["nsentences"] and all(len(h) == 2 for h in hypos)
+    assert all("uncertainty" in h for sentence in hypos for h in sentence)
+    su_lines = [line for line in (tmp_path / "u.txt").read_text().splitlines() if line.startswith("SU-")]
+    assert len(su_lines) == 2 * sample["nsentences"]
 
 
 def test_student_init_copies_a_teacher_into_the_student(tiny_data, quick_teachers):

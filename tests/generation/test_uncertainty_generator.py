@@ -1,5 +1,4 @@
 """UncertaintySequenceGenerator: fairseq's beam search untouched, plus re-scored uncertainties."""
-import io
 from argparse import Namespace
 
 import pytest
@@ -153,17 +152,24 @@ def test_plain_generation_options(task, teachers, tiny_data):
     from fairseq.sequence_scorer import SequenceScorer
 
     assert isinstance(task.build_generator(teachers, _gen_args(score_reference=True)), SequenceScorer)
+    # --eval-bleu: fairseq-train's validation generator is built inside build_model and stays plain
+    cfg = build_cfg(tiny_data, ["--task", "translation_distillation", "--arch", "prior_transformer_tiny",
+                                "--eval-bleu"])
+    bleu_task = tasks.setup_task(cfg.task)
+    bleu_task.build_model(cfg.model)
+    assert type(bleu_task.sequence_generator) is SequenceGenerator
+    assert bleu_task.uncertainty_writer is None
 
 
 def test_written_lines_follow_the_documented_format(task, sample, teachers, tmp_path):
-    from proxy_end2.generation.output import SEQUENCE_HEADER, TOKEN_HEADER
+    from proxy_end2.generation.output import SEQUENCE_HEADER, UncertaintyWriter
 
     gen = task.build_generator(teachers, _gen_args())
-    hypos = task.inference_step(gen, teachers, sample)
-    stream = io.StringIO()
-    task._uncertainty_stream, task._header_written = stream, False
-    task.write_uncertainty(gen, sample, hypos)
-    lines = stream.getvalue().splitlines()
+    task.close_uncertainty_output()
+    task.uncertainty_writer = UncertaintyWriter(str(tmp_path / "uncertainty.txt"))
+    hypos = task.inference_step(gen, teachers, sample)  # writes through the task's writer
+    task.close_uncertainty_output()
+    lines = (tmp_path / "uncertainty.txt").read_text().splitlines()
     assert lines[0].startswith(SEQUENCE_HEADER + "\tkind=ensemble\tmembers=2\t")
     assert lines[0].split("\t")[3:] == list(ENSEMBLE_SEQUENCE_KEYS)
     assert lines[1].split("\t")[3:] == list(ENSEMBLE_TOKEN_KEYS)

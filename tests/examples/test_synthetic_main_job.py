@@ -1,11 +1,11 @@
 """The main job's plumbing: resumable steps, failure reporting, the summary table (no training here; the
-whole pipeline is exercised by tests/integration and by `bash scripts/main_job.sh`)."""
+whole pipeline is exercised by test_synthetic_end_to_end.py and by `bash examples/synthetic/run.sh`)."""
 import sys
-import time
 
 import pytest
 
-from proxy_end2.main_job import Step, StepRunner, ensemble_targets, read_hypotheses, summarise
+from main_job import ensemble_targets, read_hypotheses, summarise
+from step_runner import Step, StepRunner
 
 
 def _py(code):
@@ -30,19 +30,22 @@ def test_failing_step_names_its_log_and_is_not_marked_done(tmp_path):
 
 
 def test_steps_run_in_parallel_after_their_dependencies(tmp_path):
-    # each command writes "<start> <end>" (epoch seconds) to its file
-    spans = "import sys, time; t = time.time(); time.sleep(float(sys.argv[2])); " \
-            "open(sys.argv[1], 'w').write(f'{t} {time.time()}')"
+    # "first" and "second" each announce themselves and wait for the other: run one after the other, the first
+    # would give up and fail; "third" checks that both have finished before it starts
+    rendezvous = ("import sys, time, pathlib; d = pathlib.Path(sys.argv[1]); (d / (sys.argv[2] + '.started')).touch(); "
+                  "deadline = time.monotonic() + 60\n"
+                  "while not (d / (sys.argv[3] + '.started')).exists():\n"
+                  "    assert time.monotonic() < deadline, 'the other step never started'; time.sleep(0.01)\n"
+                  "(d / (sys.argv[2] + '.finished')).touch()")
+    check = "import sys, pathlib; d = pathlib.Path(sys.argv[1]); assert (d / 'first.finished').exists() and " \
+            "(d / 'second.finished').exists()"
     steps = [
-        Step("first", _py(spans) + [tmp_path / "first", 1.0]),
-        Step("second", _py(spans) + [tmp_path / "second", 1.0]),
-        Step("third", _py(spans) + [tmp_path / "third", 0], after=("first", "second")),
+        Step("first", _py(rendezvous) + [tmp_path, "first", "second"]),
+        Step("second", _py(rendezvous) + [tmp_path, "second", "first"]),
+        Step("third", _py(check) + [tmp_path], after=("first", "second")),
     ]
     runner = StepRunner(tmp_path, threads=1)
     runner.run_steps(steps, jobs=2)
-    span = {name: [float(x) for x in (tmp_path / name).read_text().split()] for name in ("first", "second", "third")}
-    assert span["first"][0] < span["second"][1] and span["second"][0] < span["first"][1]  # the first two overlap
-    assert span["third"][0] >= max(span["first"][1], span["second"][1])  # the third waited for both
     assert all(runner.done(step.name) for step in steps)
     # a second run skips everything (the commands would fail now)
     StepRunner(tmp_path).run_steps([Step(s.name, _py("raise SystemExit(1)"), s.after) for s in steps], jobs=2)
@@ -55,16 +58,17 @@ def test_steps_get_the_thread_count(tmp_path):
 
 
 def test_a_failing_step_stops_the_others_and_nothing_after_it_starts(tmp_path):
+    finished = tmp_path / "slow.finished"
     steps = [
-        Step("slow", _py("import time; time.sleep(60)")),
+        # "slow" would write its file after 60 s; stopped when "bad" fails, it never does
+        Step("slow", _py(f"import time, pathlib; time.sleep(60); pathlib.Path({str(finished)!r}).touch()")),
         Step("bad", _py("import sys, time; time.sleep(0.3); sys.exit(2)")),
         Step("later", _py("print('should not run')"), after=("bad",)),
     ]
     runner = StepRunner(tmp_path)
-    start = time.time()
     with pytest.raises(RuntimeError, match="step bad failed with exit code 2"):
         runner.run_steps(steps, jobs=2)
-    assert time.time() - start < 30  # "slow" was stopped, not waited for
+    assert not finished.exists()  # "slow" was stopped, not waited for
     assert not any(runner.done(step.name) for step in steps)
     assert not (tmp_path / "logs" / "later.log").exists()
 

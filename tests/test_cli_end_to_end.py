@@ -15,6 +15,8 @@ import torch
 from conftest import SRC, TGT, USER_DIR, run_fairseq, teacher_train_args
 from fairseq_helpers import build_task_and_model
 
+pytestmark = pytest.mark.slow
+
 CRITERIA = {
     "proxy_dirichlet_distillation": ["--target-concentration", "mkl", "--target-offset", "1"],
     # the offset-0 parametrisation (alpha = exp(z)); the main job runs EnD^2 with the recipes' offset 1
@@ -142,14 +144,17 @@ def _uncertainty_lines(text):
 
 
 def test_generate_prints_uncertainty_for_every_hypothesis(students, teachers, tiny_data, tmp_path):
-    """Stock fairseq-generate, --nbest 2 --results-path: SU-/TU- lines in generate-test.txt for the student
-    (Prior Network) and for the teacher ensemble, with default --required-batch-size-multiple."""
+    """Stock fairseq-generate, --nbest 2 --results-path: SU-/TU- lines in uncertainty-test.txt next to
+    generate-test.txt for the student (Prior Network) and for the teacher ensemble, with default
+    --required-batch-size-multiple; without --results-path everything is on standard output."""
     student = students["proxy_dirichlet_distillation"][0] / "checkpoint_best.pt"
     for name, path, kind in (("student", student, "prior_network"),
                              ("ensemble", ":".join(map(str, teachers)), "ensemble")):
         results = tmp_path / name
         _generate(tiny_data, path, tmp_path / f"{name}.log", extra=["--nbest", "2", "--results-path", results])
-        text = (results / "generate-test.txt").read_text()
+        fairseq_text = (results / "generate-test.txt").read_text()
+        assert not _uncertainty_lines(fairseq_text)
+        text = fairseq_text + (results / "uncertainty-test.txt").read_text()
         header = [line for line in text.splitlines() if line.startswith("#SU-columns")]
         assert len(header) == 1 and f"kind={kind}" in header[0]
         hyps = [line for line in text.splitlines() if line.startswith("H-")]
@@ -161,6 +166,8 @@ def test_generate_prints_uncertainty_for_every_hypothesis(students, teachers, ti
         assert len(token_header) == 1
         tu = [line for line in text.splitlines() if line.startswith("TU-")]
         assert len(tu) == len(su) * len(token_header[0].split("\t")[3:])
+    stdout = _generate(tiny_data, student, tmp_path / "stdout.log", extra=["--nbest", "2"])
+    assert len(_uncertainty_lines(stdout)) == 2 * TEST_SENTENCES
 
 
 def test_generate_then_evaluate_report(students, teachers, tiny_data, tmp_path):

@@ -13,13 +13,13 @@ import torch.nn.functional as F
 from torch.distributions import Dirichlet, kl_divergence
 
 from proxy_end2.losses import (
-    _proxy_loss_given_precision,
     dirichlet_nll_loss,
     dirichlet_nll_loss_from_stats,
     ensemble_kl_loss,
     ensemble_kl_loss_from_stats,
     proxy_dirichlet_loss,
     proxy_dirichlet_loss_from_stats,
+    proxy_dirichlet_loss_from_target,
 )
 from proxy_end2.uncertainty import (
     PRECISION_CHOICES,
@@ -175,7 +175,7 @@ def test_proxy_value_and_gradient_against_mpmath(regime):
     precision = torch.tensor(b, dtype=F64)
     z = z.clone().requires_grad_()
     # an explicit B (the regimes fix B, not the teachers)
-    value = _proxy_loss_given_precision(z, stats.log_mean_probs, precision, offset)
+    value = proxy_dirichlet_loss_from_target(z, stats.log_mean_probs, precision, offset)
     value.backward()
     want_value, want_grad = _mp_proxy(z.detach().tolist(), stats.mean_probs().tolist(), b, offset)
     assert abs(value.item() - want_value) < 1e-13 * abs(want_value) + 1e-14, (value.item(), want_value)
@@ -303,7 +303,7 @@ def test_saves_no_float64_vocabulary_sized_tensor_for_backward(loss_fn):
 @pytest.mark.parametrize("chunk_elements", [5, 13, 1 << 30])
 def test_row_chunking_does_not_change_results(monkeypatch, chunk_elements, loss_fn):
     """Forward/backward run on chunks of rows (bounded float64 temporaries): 1 row, 2 rows, everything."""
-    import proxy_end2.losses as losses
+    import proxy_end2.uncertainty._numerics as numerics
 
     teachers = _teachers(3, 4, k=7, seed=48)  # 12 rows
     z = _randn(3, 4, 7, scale=2.0, seed=49).requires_grad_()
@@ -311,7 +311,7 @@ def test_row_chunking_does_not_change_results(monkeypatch, chunk_elements, loss_
     (loss_fn(z, teachers) * weights).sum().backward()
     want_value, want_grad = loss_fn(z, teachers).detach(), z.grad.clone()
     z.grad = None
-    monkeypatch.setattr(losses, "_CHUNK_ELEMENTS", chunk_elements)
+    monkeypatch.setattr(numerics, "CHUNK_ELEMENTS", chunk_elements)
     value = loss_fn(z, teachers)
     (value * weights).sum().backward()
     # same per-row arithmetic, only the batching differs: equal up to reduction-order round-off
@@ -600,30 +600,12 @@ def test_clamped_logits_have_zero_gradient_and_the_value_of_the_bound(loss_fn):
     assert (z.grad[0].abs().sum() > 0) and (z.grad[1].abs().sum() > 0)
 
 
-def test_series_match_the_dirichlet_helpers_above_ten():
-    """losses._series evaluates the three asymptotic series with shared powers: same values as the helpers."""
-    from proxy_end2.losses import _series
-    from proxy_end2.uncertainty.dirichlet import (
-        _digamma_minus_log,
-        _lgamma_stirling_remainder,
-        _x_trigamma_minus_one,
-    )
-
-    x = torch.cat([10.0 + torch.rand(1000, dtype=F64, generator=torch.Generator().manual_seed(90)) * 90,
-                   torch.logspace(2, 300, 200, dtype=F64)])
-    r, phi, t = _series(x, with_t=True)
-    torch.testing.assert_close(r, _digamma_minus_log(x), rtol=0, atol=0)
-    torch.testing.assert_close(phi, _lgamma_stirling_remainder(x), rtol=0, atol=0)
-    torch.testing.assert_close(t, _x_trigamma_minus_one(x), rtol=0, atol=0)
-
-
 def test_default_chunk_size_depends_on_the_device(monkeypatch):
-    import proxy_end2.losses as losses
-    import proxy_end2.uncertainty.ensemble as ensemble
+    import proxy_end2.uncertainty._numerics as numerics
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert losses._CHUNK_ELEMENTS is None and ensemble._CHUNK_ELEMENTS is None
-    assert losses._row_chunks(100_000, 1000, cpu)[0] == slice(0, (1 << 20) // 1000)
-    assert losses._row_chunks(100_000, 1000, cuda)[0] == slice(0, (1 << 24) // 1000)
-    monkeypatch.setattr(losses, "_CHUNK_ELEMENTS", 3000)
-    assert losses._row_chunks(10, 1000, cuda) == [slice(0, 3), slice(3, 6), slice(6, 9), slice(9, 10)]
+    assert numerics.CHUNK_ELEMENTS is None
+    assert numerics.row_slices(100_000, 1000, cpu)[0] == slice(0, (1 << 20) // 1000)
+    assert numerics.row_slices(100_000, 1000, cuda)[0] == slice(0, (1 << 24) // 1000)
+    monkeypatch.setattr(numerics, "CHUNK_ELEMENTS", 3000)
+    assert numerics.row_slices(10, 1000, cuda) == [slice(0, 3), slice(3, 6), slice(6, 9), slice(9, 10)]

@@ -303,12 +303,12 @@ def test_in_place_accumulator_equals_out_of_place_bit_for_bit(monkeypatch, dtype
     identical statistics (chunks of 1 row, 2 rows, and the default). K = 64 keeps every row chunk aligned
     with torch's SIMD loops; otherwise the elements at the end of a chunk go through the scalar tail loop,
     whose exp/log can differ from the vectorised ones in the last bit."""
-    import proxy_end2.uncertainty.ensemble as ensemble
+    import proxy_end2.uncertainty._numerics as numerics
 
     members = _members(dtype=dtype)
     want = _accumulate(members, dtype, requires_grad=True)  # out of place
     assert want.log_mean_probs.requires_grad
-    monkeypatch.setattr(ensemble, "_CHUNK_ELEMENTS", chunk_elements)
+    monkeypatch.setattr(numerics, "CHUNK_ELEMENTS", chunk_elements)
     with torch.no_grad():
         got = _accumulate(members, dtype)
     for name in ("log_mean_probs", "mean_log_probs", "expected_entropy"):
@@ -371,9 +371,9 @@ def test_accumulator_is_differentiable_and_mixes_paths():
 @pytest.mark.parametrize("chunk_elements", [1, 130, None])
 def test_chunked_mkl_and_entropy_equal_the_whole_tensor_formulas(monkeypatch, chunk_elements):
     """Row chunks (1 row, 2 rows, default) give the whole-tensor values bit for bit (K = 64: SIMD-aligned rows)."""
-    import proxy_end2.uncertainty.ensemble as ensemble
+    import proxy_end2.uncertainty._numerics as numerics
 
-    monkeypatch.setattr(ensemble, "_CHUNK_ELEMENTS", chunk_elements)
+    monkeypatch.setattr(numerics, "CHUNK_ELEMENTS", chunk_elements)
     logits = _random_logits(3, 4, 5, 64, seed=21)
     logits[0, 1, :, 3] = -math.inf  # pbar_k = 0 for one class at one position
     stats = ensemble_statistics(logits)

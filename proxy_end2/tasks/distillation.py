@@ -1,0 +1,228 @@
+"""What every distillation task of the plugin adds to its fairseq base task (not registered itself).
+
+* the teacher ensemble (``--teacher-paths``): loaded when a distillation criterion is built (by fairseq-train
+  and fairseq-validate, before the first step), never by fairseq-generate; kept in the task, so it is never a
+  parameter of the student, never in the optimizer, the DDP wrapper or a checkpoint;
+* its statistics, attached to every train/valid batch under :data:`~proxy_end2.constants.TEACHER_STATS_KEY`;
+* ``--student-init``: the student starts from a trained model (fairseq-train only);
+* uncertainty-aware generation: fairseq's beam search, then one teacher-forced re-scoring pass whose SU-/TU-
+  lines an :class:`~proxy_end2.generation.output.UncertaintyWriter` owned by the task writes;
+* no sentence dropped: fairseq-fixed drops the last batch of a split unless its size is a multiple of
+  ``--required-batch-size-multiple``.
+
+A task is ``class XDistillationTask(DistillationTaskMixin, XTask)`` with a config that inherits
+:class:`DistillationConfig`'s fields.
+"""
+
+import ast
+import logging
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+from omegaconf import II
+
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+
+from ..checkpoints import initialise_from_checkpoint
+from ..constants import TEACHER_STATS_KEY
+from ..generation.output import UncertaintyWriter, uncertainty_path
+from ..generation.uncertainty_sequence_generator import UncertaintySequenceGenerator
+from ..teachers import TEACHER_DTYPES, TeacherEnsemble, split_teacher_paths
+from ..uncertainty.sequence import sequence_measure_names, token_measure_names
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DistillationConfig(FairseqDataclass):
+    teacher_paths: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "teacher checkpoints in fairseq's --path syntax (colon separated: a.pt:b.pt:c.pt); "
+            "required by the distillation criteria, not needed for generation"
+        },
+    )
+    teacher_dtype: ChoiceEnum(list(TEACHER_DTYPES)) = field(
+        default="fp32",
+        metadata={
+            "help": "precision the teachers run in (their statistics are always reduced in fp32); "
+            "fp16/bf16 halve teacher memory and time on GPU"
+        },
+    )
+    teacher_stats_dtype: ChoiceEnum(["fp32", "fp64"]) = field(
+        default="fp32",
+        metadata={
+            "help": "precision of the streamed teacher statistics (ln pbar, mean ln p, expected entropy). "
+            "fp32 (like the authors) resolves MKL down to ~1e-7..1e-6 at K=40k, so the proxy precision of "
+            "nearly agreeing teachers is underestimated up to ~10x; fp64 removes that floor at twice the memory"
+        },
+    )
+    student_init: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "a trained checkpoint of the same architecture family (e.g. one of the teachers) whose "
+            "weights initialise the student before distillation, so that it only has to move from one member "
+            "to the ensemble; parameters the checkpoint lacks (the Prior Network's output LayerNorm) keep "
+            "their fresh initialisation. fairseq-train only: a resumed checkpoint_last.pt takes precedence"
+        },
+    )
+    teacher_model_overrides: str = field(
+        default="{}",
+        metadata={"help": "a python dict literal of model args to override when loading the teachers"},
+    )
+    # generation (fairseq-generate --task ...distillation); GenerationConfig is closed to plugins
+    no_uncertainty: bool = field(
+        default=False,
+        metadata={"help": "generation: plain beam search, no uncertainty re-scoring and no SU-/TU- lines"},
+    )
+    no_token_uncertainty: bool = field(
+        default=False,
+        metadata={"help": "generation: print only the sequence-level SU- lines, not the token-level TU- lines"},
+    )
+    uncertainty_output: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "generation: write the SU-/TU- lines to this file (default: <results-path>/"
+            "uncertainty-<subset>.txt next to fairseq's generate-<subset>.txt, or standard output without "
+            "--results-path)"
+        },
+    )
+    # fairseq-generate's own options, read to place the uncertainty file (no command-line flag of their own)
+    results_path: Optional[str] = II("common_eval.results_path")
+    gen_subset: str = II("dataset.gen_subset")
+
+
+class DistillationTaskMixin:
+    """Teacher handling, ``--student-init`` and uncertainty generation for a fairseq task (see module doc)."""
+
+    cfg: DistillationConfig
+
+    def __init__(self, cfg, *args, **kwargs):
+        super().__init__(cfg, *args, **kwargs)
+        self.teachers: Optional[TeacherEnsemble] = None
+        self.uncertainty_writer: Optional[UncertaintyWriter] = None
+        self._building_model = False
+        self._warned_batch_multiple = False
+
+    def get_batch_iterator(self, dataset, max_tokens=None, max_sentences=None, max_positions=None,
+                           ignore_invalid_inputs=False, required_batch_size_multiple=1, **kwargs):
+        # fairseq-fixed's batch_by_size silently DROPS the last batch when its size is not a multiple of
+        # --required-batch-size-multiple (default 8): sentences would be missing from generation and
+        # validation, always the same ones. Batch sizes that are multiples of 8 only help tensor-core
+        # throughput, so we never trade sentences for them.
+        if required_batch_size_multiple != 1 and not self._warned_batch_multiple:
+            logger.info(
+                f"using --required-batch-size-multiple 1 instead of {required_batch_size_multiple}: "
+                "fairseq would otherwise drop the last batch of every split"
+            )
+            self._warned_batch_multiple = True
+        return super().get_batch_iterator(
+            dataset, max_tokens=max_tokens, max_sentences=max_sentences, max_positions=max_positions,
+            ignore_invalid_inputs=ignore_invalid_inputs, required_batch_size_multiple=1, **kwargs
+        )
+
+    # ------------------------------------------------------------------------------------------------
+    # teachers
+
+    def build_criterion(self, cfg, from_checkpoint=False):
+        criterion = super().build_criterion(cfg, from_checkpoint=from_checkpoint)
+        if getattr(criterion, "requires_teachers", False):
+            self.load_teachers()
+        elif self.cfg.teacher_paths:
+            logger.warning(
+                f"criterion {cfg._name} does not use teachers; ignoring --teacher-paths {self.cfg.teacher_paths}"
+            )
+        return criterion
+
+    def load_teachers(self) -> TeacherEnsemble:
+        """Load (once) the teachers named by ``--teacher-paths``; raise a clear error if there are none."""
+        if self.teachers is None:
+            if not self.cfg.teacher_paths:
+                raise ValueError(
+                    "the distillation criteria need a teacher ensemble: pass "
+                    f"--teacher-paths teacher1.pt:teacher2.pt:... to --task {self.cfg._name}"
+                )
+            overrides = ast.literal_eval(self.cfg.teacher_model_overrides)  # like fairseq's --model-overrides
+            self.teachers = TeacherEnsemble.load(
+                split_teacher_paths(self.cfg.teacher_paths),
+                task=self,
+                dtype=self.cfg.teacher_dtype,
+                arg_overrides=overrides,
+            )
+            logger.info(f"teacher ensemble: {len(self.teachers)} members in {self.cfg.teacher_dtype}")
+        return self.teachers
+
+    def _with_teacher_stats(self, sample, criterion):
+        if not getattr(criterion, "requires_teachers", False):
+            return sample
+        teachers = self.load_teachers()
+        sample = dict(sample)  # shallow copy: the caller's batch is left as it was
+        stats_dtype = torch.float64 if self.cfg.teacher_stats_dtype == "fp64" else torch.float32
+        sample[TEACHER_STATS_KEY] = teachers.statistics(sample["net_input"], stats_dtype=stats_dtype)
+        return sample
+
+    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
+        sample = self._with_teacher_stats(sample, criterion)
+        return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad=ignore_grad)
+
+    def valid_step(self, sample, model, criterion):
+        sample = self._with_teacher_stats(sample, criterion)
+        return super().valid_step(sample, model, criterion)
+
+    def build_model(self, cfg, from_checkpoint=False):
+        # the base task may build a generator for --eval-bleu while building the model: keep that one plain
+        self._building_model = True
+        try:
+            model = super().build_model(cfg, from_checkpoint=from_checkpoint)
+        finally:
+            self._building_model = False
+        if self.cfg.student_init and not from_checkpoint:
+            initialise_from_checkpoint(model, self.cfg.student_init, self.source_dictionary, self.target_dictionary)
+        return model
+
+    # ------------------------------------------------------------------------------------------------
+    # generation with uncertainty
+
+    def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None, **kwargs):
+        if (
+            seq_gen_cls is None
+            and not self.cfg.no_uncertainty
+            and not self._building_model
+            and not getattr(args, "score_reference", False)
+            and not getattr(args, "print_alignment", None)
+            and kwargs.get("prefix_allowed_tokens_fn") is None
+        ):
+            seq_gen_cls = UncertaintySequenceGenerator
+            extra_gen_cls_kwargs = dict(extra_gen_cls_kwargs or {}, nbest=getattr(args, "nbest", 1))
+            self.close_uncertainty_output()
+            self.uncertainty_writer = UncertaintyWriter(
+                uncertainty_path(self.cfg.results_path, self.cfg.gen_subset, self.cfg.uncertainty_output),
+                token_level=not self.cfg.no_token_uncertainty,
+            )
+        return super().build_generator(
+            models, args, seq_gen_cls=seq_gen_cls, extra_gen_cls_kwargs=extra_gen_cls_kwargs, **kwargs
+        )
+
+    def inference_step(self, generator, models, sample, prefix_tokens=None, constraints=None):
+        hypos = super().inference_step(generator, models, sample, prefix_tokens=prefix_tokens,
+                                       constraints=constraints)
+        if isinstance(generator, UncertaintySequenceGenerator):
+            self.write_uncertainty(generator, sample, hypos)
+        return hypos
+
+    def write_uncertainty(self, generator: UncertaintySequenceGenerator, sample, hypos) -> None:
+        """Write the SU-/TU- lines of every re-scored hypothesis (format: docs/output-format.md)."""
+        if self.uncertainty_writer is None:
+            self.uncertainty_writer = UncertaintyWriter(token_level=not self.cfg.no_token_uncertainty)
+        items = [(sample_id, rank, hypo["uncertainty"])
+                 for i, sample_id in enumerate(sample["id"].tolist())
+                 for rank, hypo in enumerate(hypos[i][: generator.nbest])]
+        self.uncertainty_writer.write(generator.kind, generator.num_members, sequence_measure_names(generator.kind),
+                                      token_measure_names(generator.kind), items)
+
+    def close_uncertainty_output(self) -> None:
+        """Close the uncertainty file (if any); the next generator opens a new one."""
+        if self.uncertainty_writer is not None:
+            self.uncertainty_writer.close()
+            self.uncertainty_writer = None
