@@ -3,6 +3,49 @@ r"""The Proxy-Dirichlet reverse-KL loss (Ryabinin, Malinin & Gales, NeurIPS 2021
 Per position, with :math:`\alpha = e^z + c` and the ensemble's mean :math:`\bar p` and target precision
 :math:`B`: :math:`C = -\sum_k \bar p_k[\psi(\alpha_k) - \psi(\alpha_0)] - \mathcal{H}[\mathrm{Dir}(\alpha)]/B`,
 computed in float64 on chunks of rows with its analytic gradient (:mod:`._rowwise`). Pure torch.
+
+How one chunk is computed (:func:`_proxy_chunk`)
+-----------------------------------------------
+With :math:`a_k = \alpha_k`, :math:`L = \ln\alpha_0`, :math:`r = \psi - \ln`, :math:`S = \sum_k\bar p_k`
+and :math:`\phi` the Stirling remainder of :math:`\ln\Gamma`, the value is
+
+.. math::
+
+    C = -\sum_k \bar p_k(\ln a_k + r(a_k)) + S(L + r(\alpha_0))
+        - \frac1B\Big[\sum_k \big(\tfrac12\ln a_k + \phi(a_k) - (a_k - 1) r(a_k)\big)
+        - \tfrac{K-1}{2}(L - \ln 2\pi) - \tfrac K2 L - \phi(\alpha_0) + (\alpha_0 - K) r(\alpha_0)\Big],
+
+the E-term and the Stirling-form entropy of :func:`~proxy_end2.uncertainty.dirichlet_entropy` with the
+:math:`\ln\alpha_0` and :math:`r(\alpha_0)` parts taken out of the class sums (:math:`(\alpha_0 - K)`
+is summed as :math:`\sum_k e^{z_k} + K(c - 1)`). Where :math:`a_k < 10` the class terms are evaluated
+as :math:`\bar p_k\psi(a_k)` and :math:`\ln\Gamma(a_k) + a_k - (a_k - 1)\psi(a_k)` (the same quantities:
+:math:`\ln a_k` cancels), with ``torch.digamma``/``lgamma``; where :math:`a_k \ge 10` with
+:math:`\ln a_k + r(a_k)` and :math:`\tfrac12\ln a_k + \phi(a_k) + \tfrac12\ln 2\pi - (a_k - 1) r(a_k)`
+from the asymptotic series, on those elements only (:math:`(a_k - 1) r(a_k)` is bounded by 1/2, so
+nothing of size :math:`a_k\ln a_k` is formed). The round-off is that of the whole-tensor form: the
+class sums grow like :math:`K\ln\alpha_0` and are divided by :math:`B`, the E-term sums are of size
+:math:`\ln\alpha_0`.
+
+The gradient: with :math:`t(x) = x\psi'(x) - 1` the textbook gradient
+
+.. math::
+
+    \frac{\partial C}{\partial \alpha_k} = \psi'(\alpha_k)\Big[\frac{\alpha_k - 1}{B} - \bar p_k\Big]
+        - \psi'(\alpha_0)\Big[\frac{\alpha_0 - K}{B} - S\Big]
+
+is rewritten without its two :math:`O(1/B)` parts that cancel to :math:`O(1/(\alpha B))`
+(:math:`(\alpha-1)\psi'(\alpha) = 1 + t(\alpha) - \psi'(\alpha)`):
+
+.. math::
+
+    \frac{\partial C}{\partial \alpha_k} = \frac{t(\alpha_k) - \psi'(\alpha_k)}{B}
+        - \bar p_k \psi'(\alpha_k) + \underbrace{\frac{K \psi'(\alpha_0) - t(\alpha_0)}{B}
+        + S\,\psi'(\alpha_0)}_{\text{per row}},
+
+and :math:`\partial\alpha_k/\partial z_k = e^{z_k}` (0 where the logit is clamped). ``S`` (1 up to
+float32 round-off) makes this the exact derivative of the computed value. For :math:`\alpha_k \ge 10`,
+:math:`t(\alpha_k)` and :math:`t(\alpha_k) - \psi'(\alpha_k)` come from the asymptotic series (no
+cancellation); below, :math:`\psi'` is ``torch.polygamma(1, .)``.
 """
 from __future__ import annotations
 
@@ -73,46 +116,7 @@ def _proxy_chunk(
     r"""Value (float64 ``[n]``) of the proxy loss for a chunk of rows and, into ``grad_out``, its analytic
     gradient; see :func:`proxy_dirichlet_loss_from_stats`.
 
-    With :math:`a_k = \alpha_k`, :math:`L = \ln\alpha_0`, :math:`r = \psi - \ln`, :math:`S = \sum_k\bar p_k`
-    and :math:`\phi` the Stirling remainder of :math:`\ln\Gamma`, the value is
-
-    .. math::
-
-        C = -\sum_k \bar p_k(\ln a_k + r(a_k)) + S(L + r(\alpha_0))
-            - \frac1B\Big[\sum_k \big(\tfrac12\ln a_k + \phi(a_k) - (a_k - 1) r(a_k)\big)
-            - \tfrac{K-1}{2}(L - \ln 2\pi) - \tfrac K2 L - \phi(\alpha_0) + (\alpha_0 - K) r(\alpha_0)\Big],
-
-    the E-term and the Stirling-form entropy of :func:`~proxy_end2.uncertainty.dirichlet_entropy` with the
-    :math:`\ln\alpha_0` and :math:`r(\alpha_0)` parts taken out of the class sums (:math:`(\alpha_0 - K)`
-    is summed as :math:`\sum_k e^{z_k} + K(c - 1)`). Where :math:`a_k < 10` the class terms are evaluated
-    as :math:`\bar p_k\psi(a_k)` and :math:`\ln\Gamma(a_k) + a_k - (a_k - 1)\psi(a_k)` (the same quantities:
-    :math:`\ln a_k` cancels), with ``torch.digamma``/``lgamma``; where :math:`a_k \ge 10` with
-    :math:`\ln a_k + r(a_k)` and :math:`\tfrac12\ln a_k + \phi(a_k) + \tfrac12\ln 2\pi - (a_k - 1) r(a_k)`
-    from the asymptotic series, on those elements only (:math:`(a_k - 1) r(a_k)` is bounded by 1/2, so
-    nothing of size :math:`a_k\ln a_k` is formed). The round-off is that of the whole-tensor form: the
-    class sums grow like :math:`K\ln\alpha_0` and are divided by :math:`B`, the E-term sums are of size
-    :math:`\ln\alpha_0`.
-
-    The gradient: with :math:`t(x) = x\psi'(x) - 1` the textbook gradient
-
-    .. math::
-
-        \frac{\partial C}{\partial \alpha_k} = \psi'(\alpha_k)\Big[\frac{\alpha_k - 1}{B} - \bar p_k\Big]
-            - \psi'(\alpha_0)\Big[\frac{\alpha_0 - K}{B} - S\Big]
-
-    is rewritten without its two :math:`O(1/B)` parts that cancel to :math:`O(1/(\alpha B))`
-    (:math:`(\alpha-1)\psi'(\alpha) = 1 + t(\alpha) - \psi'(\alpha)`):
-
-    .. math::
-
-        \frac{\partial C}{\partial \alpha_k} = \frac{t(\alpha_k) - \psi'(\alpha_k)}{B}
-            - \bar p_k \psi'(\alpha_k) + \underbrace{\frac{K \psi'(\alpha_0) - t(\alpha_0)}{B}
-            + S\,\psi'(\alpha_0)}_{\text{per row}},
-
-    and :math:`\partial\alpha_k/\partial z_k = e^{z_k}` (0 where the logit is clamped). ``S`` (1 up to
-    float32 round-off) makes this the exact derivative of the computed value. For :math:`\alpha_k \ge 10`,
-    :math:`t(\alpha_k)` and :math:`t(\alpha_k) - \psi'(\alpha_k)` come from the asymptotic series (no
-    cancellation); below, :math:`\psi'` is ``torch.polygamma(1, .)``.
+    The formulas and why they are arranged this way: the module docstring.
     """
     k = logits.shape[-1]
     c = model_offset
