@@ -9,7 +9,7 @@ from typing import List
 import numpy as np
 import pytest
 
-from proxy_end2.evaluation.parsing import GenerateOutputError, read_generate_output
+from proxy_end2.evaluation.parsing import GenerateOutputError, read_generate_output, uncertainty_path_for
 
 HEADER_SU = "#SU-columns\tkind=prior_network\tmembers=1\tlog_prob\tscore\tmutual_information"
 HEADER_TU = "#TU-columns\tkind=prior_network\tmembers=1\ttoken_nll\tentropy_of_expected"
@@ -29,6 +29,10 @@ BASE: List[str] = [
     "SU-0\t0\t3\t-1\t0.333333\t0.1",
     "TU-2\t0\ttoken_nll\t0.1 0.2 1.2",
     "TU-2\t0\tentropy_of_expected\t1 2 3",
+    "TU-2\t1\ttoken_nll\t0.7",
+    "TU-2\t1\tentropy_of_expected\t2",
+    "TU-0\t0\ttoken_nll\t0.1 0.2 0.3",
+    "TU-0\t0\tentropy_of_expected\t1 1 1",
     "S-2\tsource two",
     "T-2\tthe reference two",
     "H-2\t-0.7213\tthe hyp@@ two",
@@ -52,6 +56,10 @@ BASE: List[str] = [
     "P-1\t-0.9 -0.9 -0.9",
     "SU-1\t1\t3\t-1.9\t0.63\tnan",
     "SU-1\t0\t3\t-1.04\t0.35\t0.03",
+    "TU-1\t1\ttoken_nll\t0.5 0.5 0.6",
+    "TU-1\t1\tentropy_of_expected\t1.5 1.5 1.5",
+    "TU-1\t0\ttoken_nll\t0.1 0.1 0.1",
+    "TU-1\t0\tentropy_of_expected\t0.5 0.5 0.5",
     "2024-05-01 10:00:01 | INFO | fairseq_cli.generate | NOTE: hypothesis and token scores are output in base 2",
     "2024-05-01 10:00:01 | INFO | fairseq_cli.generate | Translated 3 sentences (9 tokens) in 0.1s "
     "(30.00 sentences/s, 90.00 tokens/s)",
@@ -143,7 +151,7 @@ def test_truncated_in_the_middle_of_a_sentence(tmp_path):
 
 
 def test_missing_ids_suggest_batch_size_multiple(tmp_path):
-    lines = [line for line in BASE if not re.match(r"^(S|T|H|D|P|SU)-1\t", line)]
+    lines = [line for line in BASE if not re.match(r"^(S|T|H|D|P|SU|TU)-1\t", line)]
     lines = [line.replace("Translated 3 sentences", "Translated 2 sentences") for line in lines]
     path = write(tmp_path, lines)
     with pytest.raises(GenerateOutputError) as err:
@@ -156,12 +164,10 @@ def test_missing_ids_suggest_batch_size_multiple(tmp_path):
 
 
 def test_tail_sentences_dropped(tmp_path):
-    # ids 0..2 contiguous, but fairseq's log says 5 were translated, or the caller knows the split has 5
+    # ids 0..2 contiguous, but fairseq's log says 5 were translated
     lines = [line.replace("Translated 3 sentences", "Translated 5 sentences") for line in BASE]
     with pytest.raises(GenerateOutputError, match="2 of 5 sample ids are missing: 3, 4"):
         read_generate_output(write(tmp_path, lines))
-    with pytest.raises(GenerateOutputError, match="2 of 5 sample ids are missing"):
-        read_generate_output(write(tmp_path, without(BASE, "2024-")), expected_sentences=5)
 
 
 def test_su_lines_without_header(tmp_path):
@@ -264,3 +270,157 @@ def test_evaluation_sources_contain_no_fairseq_import():
             elif isinstance(node, ast.ImportFrom) and node.level == 0:
                 names = [node.module or ""]
             assert not any(n.startswith("fairseq") for n in names), f"{path.name}:{node.lineno} imports {names}"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# uncertainty lines in a separate file (fairseq-generate --results-path / --uncertainty-output)
+
+UNCERTAINTY_PREFIXES = ("#SU-columns", "#TU-columns", "SU-", "TU-")
+
+
+def write_split(tmp_path: Path, lines: List[str] = BASE, generate_name: str = "generate-test.txt",
+                uncertainty_name: str = "uncertainty-test.txt"):
+    """BASE as fairseq's file and our writer's file: (generate path, uncertainty path, uncertainty lines)."""
+    uncertainty = [line for line in lines if line.startswith(UNCERTAINTY_PREFIXES)]
+    generate = write(tmp_path, without(lines, *UNCERTAINTY_PREFIXES), generate_name)
+    return generate, write(tmp_path, uncertainty, uncertainty_name), uncertainty
+
+
+def assert_same_run(run, expected):
+    """Same sentences, hypotheses, SU and TU values (the numpy arrays compared one by one)."""
+    assert run.header == expected.header and run.name == expected.name
+    assert (run.subset, run.beam, run.fairseq_result, run.translated) == (
+        expected.subset, expected.beam, expected.fairseq_result, expected.translated)
+    assert len(run.sentences) == len(expected.sentences)
+    for s, e in zip(run.sentences, expected.sentences):
+        assert (s.id, s.source, s.reference, len(s.hypotheses)) == (e.id, e.source, e.reference, len(e.hypotheses))
+        for h, g in zip(s.hypotheses, e.hypotheses):
+            assert (h.rank, h.text, h.tokenized, h.score, h.length) == (g.rank, g.text, g.tokenized, g.score, g.length)
+            np.testing.assert_equal(h.su, g.su)  # NaN == NaN here
+            assert sorted(h.tu) == sorted(g.tu) and len(h.tu) == 2
+            for measure in h.tu:
+                np.testing.assert_array_equal(h.tu[measure], g.tu[measure])
+
+
+def test_uncertainty_path_for():
+    assert uncertainty_path_for("out/generate-test.txt") == Path("out/uncertainty-test.txt")
+    assert uncertainty_path_for(Path("/r/generate-valid1.de-en.txt")) == Path("/r/uncertainty-valid1.de-en.txt")
+    assert uncertainty_path_for("out/test.txt") is None
+    assert uncertainty_path_for("out/generate-test.log") is None
+
+
+def test_results_path_sibling_file_is_read(tmp_path):
+    single = read_generate_output(write(tmp_path, BASE, "stdout.txt"), "test")  # every line in one stream
+    assert single.uncertainty_path is None
+    generate, uncertainty, _ = write_split(tmp_path)
+    run = read_generate_output(generate)
+    assert run.path == str(generate) and run.uncertainty_path == str(uncertainty)
+    assert run.warnings == []
+    assert_same_run(run, single)
+    # the main job's call: no uncertainty required, the sibling is still read
+    lean = read_generate_output(generate, require_uncertainty=False, allow_missing_ids=True, load_token_values=False)
+    assert lean.header == single.header and lean.sentences[2].hypotheses[0].tokenized == "the hyp@@ two"
+    assert lean.sentences[2].hypotheses[0].tu == {}
+
+
+def test_explicit_uncertainty_file(tmp_path):
+    single = read_generate_output(write(tmp_path, BASE, "single.txt"), "test")
+    generate, uncertainty, _ = write_split(tmp_path, generate_name="gen.out", uncertainty_name="unc.out")
+    assert uncertainty_path_for(generate) is None
+    with pytest.raises(GenerateOutputError, match="no #SU-columns header"):
+        read_generate_output(generate)  # no sibling convention for this name
+    for given in (uncertainty, str(uncertainty)):
+        run = read_generate_output(generate, "test", uncertainty_path=given)
+        assert run.uncertainty_path == str(uncertainty)
+        assert_same_run(run, single)
+
+
+def test_explicit_uncertainty_file_replaces_the_sibling(tmp_path):
+    generate, _, _ = write_split(tmp_path)
+    write(tmp_path, ["SU-0\tgarbage"], "uncertainty-test.txt")  # a stale sibling
+    _, other, _ = write_split(tmp_path, generate_name="ignored.txt", uncertainty_name="other.txt")
+    run = read_generate_output(generate, uncertainty_path=other)
+    assert run.uncertainty_path == str(other) and run.sentences[1].hypotheses[1].su["score"] == 0.63
+
+
+def test_explicit_uncertainty_file_missing(tmp_path):
+    generate, _, _ = write_split(tmp_path)
+    with pytest.raises(FileNotFoundError, match=rf"{re.escape(str(tmp_path / 'nope.txt'))}: no such file \(the "
+                                                rf"uncertainty file of .*generate-test\.txt\)"):
+        read_generate_output(generate, uncertainty_path=tmp_path / "nope.txt")
+
+
+def test_missing_sibling_says_where_it_was_looked_for(tmp_path):
+    generate, uncertainty, _ = write_split(tmp_path)
+    uncertainty.unlink()
+    with pytest.raises(GenerateOutputError) as err:
+        read_generate_output(generate)
+    msg = str(err.value)
+    assert msg.startswith(f"{generate}: no #SU-columns header and no SU- line in {generate}, and there is no "
+                          f"uncertainty file {uncertainty}")
+    assert "--user-dir proxy_end2 --task translation_distillation" in msg
+    run = read_generate_output(generate, require_uncertainty=False)
+    assert run.header is None and run.uncertainty_path is None
+
+
+def test_truncated_uncertainty_file(tmp_path):
+    generate, uncertainty, lines = write_split(tmp_path)
+    cut = lines.index("SU-1\t1\t3\t-1.9\t0.63\tnan")  # the last two SU- lines and their TU- lines are lost
+    write(tmp_path, lines[:cut], uncertainty.name)
+    generate_lines = generate.read_text().splitlines()
+    with pytest.raises(GenerateOutputError) as err:
+        read_generate_output(generate)
+    msg = str(err.value)
+    h1 = lineno(generate_lines, "H-1\t-0.5")
+    assert msg.startswith(f"{generate}:{h1}: hypothesis (id=1, rank=0) has no SU- line (2 of 5 have none): the "
+                          f"uncertainty file {uncertainty} may be cut short")
+
+
+def test_uncertainty_file_cut_in_a_line_or_at_the_front(tmp_path):
+    generate, uncertainty, lines = write_split(tmp_path)
+    write(tmp_path, lines[:-1] + [lines[-1][:-4]], uncertainty.name)  # last TU- line: 2 of 3 values
+    with pytest.raises(GenerateOutputError, match=rf"^{re.escape(str(uncertainty))}:{len(lines)}: TU- line for "
+                                                  rf"\(id=1, rank=0, entropy_of_expected\) has 2 values"):
+        read_generate_output(generate)
+    write(tmp_path, lines[2:], uncertainty.name)  # the headers are lost
+    with pytest.raises(GenerateOutputError, match=rf"^{re.escape(str(uncertainty))}:1: SU- line before any "
+                                                  rf"#SU-columns header"):
+        read_generate_output(generate)
+
+
+def test_hypothesis_without_token_lines(tmp_path):
+    generate, uncertainty, lines = write_split(tmp_path)
+    write(tmp_path, [line for line in lines if not line.startswith("TU-0\t0\tentropy")], uncertainty.name)
+    with pytest.raises(GenerateOutputError) as err:
+        read_generate_output(generate, load_token_values=False)
+    h0 = lineno(generate.read_text().splitlines(), "H-0\t")
+    assert str(err.value).startswith(f"{generate}:{h0}: hypothesis (id=0, rank=0) has no TU- line for "
+                                     f"entropy_of_expected, which the #TU-columns header names (1 of 10 have none)")
+
+
+def test_errors_in_the_uncertainty_file_name_it(tmp_path):
+    generate, uncertainty, lines = write_split(tmp_path)
+    bad = lineno(lines, "SU-0")
+    lines[bad - 1] += "\t0.5"
+    write(tmp_path, lines, uncertainty.name)
+    with pytest.raises(GenerateOutputError, match=rf"^{re.escape(str(uncertainty))}:{bad}: SU- line has 4 value "
+                                                  rf"columns, the #SU-columns header on line 1 names 3"):
+        read_generate_output(generate)
+
+
+def test_uncertainty_lines_in_both_files(tmp_path):
+    generate, uncertainty, lines = write_split(tmp_path)
+    write(tmp_path, BASE, generate.name)  # the stdout-style file, and the sibling as well
+    first = lineno(BASE, "SU-2\t0")
+    with pytest.raises(GenerateOutputError) as err:
+        read_generate_output(generate)
+    assert str(err.value) == (
+        f"{uncertainty}:{lineno(lines, 'SU-2')}: duplicate SU- line for (id=2, rank=0); first one on "
+        f"{generate}:{first} (the same lines in both {generate} and {uncertainty}, or the two files from different "
+        f"runs?)")
+    # a header of another model in the second file
+    write(tmp_path, without(BASE, *UNCERTAINTY_PREFIXES[1:]), generate.name)
+    write(tmp_path, [lines[0].replace("prior_network", "ensemble")] + lines[1:], uncertainty.name)
+    with pytest.raises(GenerateOutputError, match=rf"^{re.escape(str(uncertainty))}:1: second #SU-columns header "
+                                                  rf"differs from the one on {re.escape(str(generate))}:2 "):
+        read_generate_output(generate)
