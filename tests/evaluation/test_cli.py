@@ -222,3 +222,79 @@ def test_console_script_installed():
     scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts")}
     assert scripts.get("proxy-end2-evaluate") == "proxy_end2.evaluation.cli:main"
     assert (Path(sys.executable).parent / "proxy-end2-evaluate").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# uncertainty lines in a separate file: --results-path (found next to generate-X.txt) or --uncertainty-output
+
+
+def split_output(single: Path, generate: Path, uncertainty: Path) -> None:
+    """Write the lines of a one-stream output as fairseq's file and our writer's file."""
+    lines = single.read_text().splitlines(keepends=True)
+    ours = ("#SU-columns", "#TU-columns", "SU-", "TU-")
+    generate.parent.mkdir(parents=True, exist_ok=True)
+    generate.write_text("".join(line for line in lines if not line.startswith(ours)))
+    uncertainty.write_text("".join(line for line in lines if line.startswith(ours)))
+
+
+def without_paths(report: dict) -> dict:
+    for info in report["sets"].values():
+        info.pop("path"), info.pop("uncertainty_path")
+    return report
+
+
+def test_cli_uncertainty_in_separate_files(files, tmp_path, capsys):
+    ref_out, out = tmp_path / "single", tmp_path / "split"
+    common = ["--nbest", "1", "3", "--no-plots", "--quiet"]
+    assert main(["--id", f"newstest={files['id']}", "--ood", f"perm={files['ood']}", "--ood", f"t5={files['ood_refs']}",
+                 "--out", str(ref_out)] + common) == 0
+    results = tmp_path / "results"  # --results-path: the uncertainty file is found next to generate-test.txt
+    split_output(files["id"], results / "generate-test.txt", results / "uncertainty-test.txt")
+    # --uncertainty-output FILE: any names, given as NAME=FILE,UNCERTAINTY_FILE (or FILE,UNCERTAINTY_FILE)
+    split_output(files["ood"], tmp_path / "perm.out", tmp_path / "perm.unc")
+    split_output(files["ood_refs"], tmp_path / "t5.out", tmp_path / "t5.unc")
+    assert main(["--id", f"newstest={results / 'generate-test.txt'}",
+                 "--ood", f"perm={tmp_path / 'perm.out'},{tmp_path / 'perm.unc'}",
+                 "--ood", f"{tmp_path / 't5.out'},{tmp_path / 't5.unc'}", "--out", str(out)] + common) == 0
+    assert "wrote" in capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    sets = report["sets"]
+    assert (sets["newstest"]["path"], sets["newstest"]["uncertainty_path"]) == (
+        str(results / "generate-test.txt"), str(results / "uncertainty-test.txt"))
+    assert sets["perm"]["uncertainty_path"] == str(tmp_path / "perm.unc")
+    assert report["settings"]["ood_sets"] == ["perm", "t5"]  # named after t5.out
+    expected = json.loads((ref_out / "report.json").read_text())
+    assert expected["sets"]["newstest"]["uncertainty_path"] is None
+    assert without_paths(report) == without_paths(expected)  # the same numbers, wherever the lines are
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("perm=", "expected NAME=FILE or NAME=FILE,UNCERTAINTY_FILE"),
+        ("={ood}", "expected NAME=FILE or NAME=FILE,UNCERTAINTY_FILE"),
+        ("perm={ood},", "expected NAME=FILE or NAME=FILE,UNCERTAINTY_FILE"),
+        ("perm={ood},{ood}.missing", "--ood {ood}.missing: no such file"),
+        ("perm={ood}.missing,{ood}", "--ood {ood}.missing: no such file"),
+    ],
+)
+def test_cli_bad_set_spec(files, tmp_path, capsys, spec, message):
+    spec, message = (x.format(ood=files["ood"]) for x in (spec, message))
+    rc = main(["--id", f"newstest={files['id']}", "--ood", spec, "--out", str(tmp_path / "o"), "--no-plots"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "proxy-end2-evaluate: error: " in err and message in err
+
+
+def test_cli_missing_or_truncated_uncertainty_file(files, tmp_path, capsys):
+    generate, uncertainty = tmp_path / "generate-test.txt", tmp_path / "uncertainty-test.txt"
+    split_output(files["id"], generate, uncertainty)
+    lines = uncertainty.read_text().splitlines(keepends=True)
+    uncertainty.write_text("".join(lines[: len(lines) // 2]))  # cut short
+    args = ["--id", f"newstest={generate}", "--ood", f"perm={files['ood']}", "--out", str(tmp_path / "o")]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert f"the uncertainty file {uncertainty} may be cut short" in err and f"{generate}:" in err
+    uncertainty.unlink()  # missing
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert f"no #SU-columns header and no SU- line in {generate}, and there is no uncertainty file {uncertainty}" in err
