@@ -71,6 +71,7 @@ def read_set(spec: SetSpec, allow_missing_ids: bool) -> GenerateRun:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``proxy-end2-evaluate`` (see ``--help``)."""
     p = argparse.ArgumentParser(
         prog=PROG,
         description="Evaluate uncertainty (OOD detection, prediction rejection) and quality (BLEU/WER) from "
@@ -101,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run ``proxy-end2-evaluate``: read the sets, write the report; print its Markdown unless ``--quiet``.
+    Returns the exit status: 0, or 1 after printing an error about unusable inputs to stderr."""
     args = build_parser().parse_args(argv)
     try:
         id_spec = parse_set_spec(args.id, "--id")

@@ -103,12 +103,16 @@ class _Header(NamedTuple):
 
 
 class _SuLine(NamedTuple):
+    """An ``SU-`` line."""
+
     length: int  # L, target tokens including EOS
     values: List[float]  # in the order of the #SU-columns header (nats)
     where: _Where
 
 
 class _TuLine(NamedTuple):
+    """A ``TU-`` line."""
+
     values: Optional[np.ndarray]  # [L] (nats); None unless load_token_values
     count: int  # number of values on the line
     where: _Where
@@ -170,6 +174,7 @@ class _LineReader:
         return GenerateOutputError(where.path, where.lineno, message)
 
     def read_file(self, path: Path) -> None:
+        """Read every line of ``path`` (the generate output or the uncertainty file)."""
         if path.is_dir():
             raise GenerateOutputError(path, None, "is a directory, expected a fairseq-generate output file")
         self.current_id = None
@@ -180,6 +185,7 @@ class _LineReader:
                     self.parse_line(line, _Where(path, lineno))
 
     def parse_line(self, line: str, where: _Where) -> None:
+        """Dispatch a non-empty line by its prefix; lines of no interest are ignored."""
         if line[0] == "#":
             if line.startswith("#SU-columns"):
                 self.parse_header(line, where, "SU")
@@ -209,6 +215,7 @@ class _LineReader:
 
     # -- uncertainty lines -------------------------------------------------------------------------------------
     def parse_header(self, line: str, where: _Where, which: str) -> None:
+        """A ``#SU-columns`` (``which='SU'``) or ``#TU-columns`` header; a repeated one must be identical."""
         fields = line.split("\t")
         if len(fields) < 3 or not fields[1].startswith("kind=") or not fields[2].startswith("members="):
             raise self.error(where, f"malformed #{which}-columns header (expected "
@@ -234,6 +241,7 @@ class _LineReader:
                                     f"{old.where.seen_from(where)} ({_duplicate_hint(old.where, where)})")
 
     def parse_su(self, line: str, where: _Where) -> None:
+        """``SU-<id><TAB><rank><TAB><length><TAB><values...>``, one value per column of the header."""
         header = self.headers.get("SU")
         if header is None:
             raise self.error(where, "SU- line before any #SU-columns header (the header must come before the "
@@ -258,6 +266,8 @@ class _LineReader:
         self._content(where)
 
     def parse_tu(self, line: str, where: _Where) -> None:
+        """``TU-<id><TAB><rank><TAB><measure><TAB><v_1> ... <v_L>``; the values are only counted unless
+        ``load_token_values``."""
         header = self.headers.get("TU")
         if header is None:
             raise self.error(where, "TU- line before any #TU-columns header")
@@ -289,6 +299,7 @@ class _LineReader:
 
     # -- fairseq lines -----------------------------------------------------------------------------------------
     def parse_fairseq(self, tag: str, sid: int, line: str, where: _Where) -> None:
+        """A fairseq ``<tag>-<id>`` line: S-, T-, H- and D- are kept, the others only mark the sample's block."""
         self.first_id_line.setdefault(sid, where)
         if tag in "ST":
             self.parse_text(self.sources if tag == "S" else self.references, tag, sid, line, where)
@@ -300,6 +311,7 @@ class _LineReader:
         self._content(where)
 
     def parse_text(self, store: Dict[int, _TextLine], tag: str, sid: int, line: str, where: _Where) -> None:
+        """An S- or T- line: at most one per sample id."""
         first = store.get(sid)
         if first is not None:
             raise self.error(where, f"second {tag}-{sid} line (first on {first.where.seen_from(where)}): "
@@ -307,6 +319,7 @@ class _LineReader:
         store[sid] = _TextLine(line.split("\t", 1)[1], where)
 
     def parse_hypothesis(self, sid: int, line: str, where: _Where) -> None:
+        """An H- line: the next hypothesis (rank) of the sample; its H- lines must come in one block."""
         if sid in self.hyps and self.current_id != sid:
             raise self.error(
                 where,
@@ -325,6 +338,7 @@ class _LineReader:
         self.hyp_lines.setdefault(sid, []).append(where)
 
     def parse_detokenized(self, sid: int, line: str, where: _Where) -> None:
+        """A D- line: the detokenised text of the sample's next hypothesis."""
         hyps = self.hyps.get(sid, [])
         rank = self.detok_count.get(sid, 0)
         if rank >= len(hyps):
@@ -356,6 +370,7 @@ class _Assembler:
         return GenerateOutputError(where.path, where.lineno, message)
 
     def build(self, name: Optional[str], require_uncertainty: bool, allow_missing_ids: bool) -> GenerateRun:
+        """Check everything, attach the uncertainty values to the hypotheses, return the run."""
         self.check_samples()
         ids = self.check_complete(allow_missing_ids)
         header = self.attach_uncertainty(ids, require_uncertainty)
@@ -435,12 +450,14 @@ class _Assembler:
         return ids
 
     def fail_or_warn(self, warn: bool, message: str, error_hint: str = "") -> None:
+        """Raise ``message + error_hint`` about the whole output, or, with ``warn``, keep ``message`` as a warning."""
         if not warn:
             raise self.error(None, message + error_hint)
         self.warnings.append(message)
 
     # -- uncertainty -----------------------------------------------------------------------------------------
     def where_uncertainty_was_looked_for(self) -> str:
+        """``in FILE...``: the files read for uncertainty lines, for an error message."""
         if self.uncertainty_path is not None:
             return f"in {self.path} and the uncertainty file {self.uncertainty_path}"
         if self.looked_for is not None:
@@ -466,6 +483,7 @@ class _Assembler:
                                  token_measures=() if tu_header is None else tu_header.names)
 
     def missing_lines_hint(self, count: int, total: int) -> str:
+        """How many hypotheses lack uncertainty lines, and the likely cause given where they were read from."""
         if self.uncertainty_path is not None:
             return (f" ({count} of {total} have none): the uncertainty file {self.uncertainty_path} may be cut "
                     f"short (fairseq-generate interrupted, or still running?) or belong to another run")
@@ -476,6 +494,7 @@ class _Assembler:
                 f"the uncertainty lines are in a separate file?)")
 
     def attach_su(self, ids: List[int], columns: Tuple[str, ...]) -> None:
+        """Every hypothesis gets the length and values of its SU- line; every SU- line must have a hypothesis."""
         lines = self.lines
         missing = [(sid, hyp, where) for sid in ids for hyp, where in zip(lines.hyps[sid], lines.hyp_lines[sid])
                    if (sid, hyp.rank) not in lines.su]
@@ -495,6 +514,7 @@ class _Assembler:
                                        f"(sample {sid} has {len(lines.hyps.get(sid, []))} H- line(s))")
 
     def attach_tu(self, ids: List[int], measures: Tuple[str, ...]) -> None:
+        """Every TU- line must match a hypothesis and its length; every hypothesis needs one per measure."""
         lines = self.lines
         for (sid, rank, measure), tu in sorted(lines.tu.items(), key=lambda kv: kv[1].where):
             hyps = lines.hyps.get(sid, [])
@@ -517,6 +537,7 @@ class _Assembler:
 
 
 def _default_name(path: Path) -> str:
+    """The set name of a file: ``generate-test.txt`` -> ``test``, ``perm.out`` -> ``perm``."""
     stem = path.name
     for suffix in (".txt", ".out", ".log"):
         if stem.endswith(suffix):

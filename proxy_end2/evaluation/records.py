@@ -46,6 +46,7 @@ class UncertaintyHeader:
         return tuple(c for c in self.columns if c not in NON_MEASURE_COLUMNS)
 
     def describe(self) -> str:
+        """One line for error messages: kind, members and SU columns."""
         return f"kind={self.kind}, members={self.members}, columns={','.join(self.columns)}"
 
 
@@ -90,26 +91,32 @@ class GenerateRun:
     warnings: List[str] = field(default_factory=list)
 
     def __len__(self) -> int:
+        """Number of sentences."""
         return len(self.sentences)
 
     @property
     def num_sentences(self) -> int:
+        """Number of sentences (sample ids with hypotheses)."""
         return len(self.sentences)
 
     @property
     def has_references(self) -> bool:
+        """Every sentence has a T- (reference) line."""
         return bool(self.sentences) and all(s.reference is not None for s in self.sentences)
 
     @property
     def has_uncertainty(self) -> bool:
+        """There is a #SU-columns header and the hypotheses have SU values."""
         return self.header is not None and any(s.hypotheses and s.hypotheses[0].su for s in self.sentences)
 
     @property
     def max_nbest(self) -> int:
+        """Largest number of hypotheses of a sentence."""
         return max((len(s.hypotheses) for s in self.sentences), default=0)
 
     @property
     def min_nbest(self) -> int:
+        """Smallest number of hypotheses of a sentence (beam search may return fewer than --nbest)."""
         return min((len(s.hypotheses) for s in self.sentences), default=0)
 
     @property
@@ -119,6 +126,7 @@ class GenerateRun:
         return float(m.group(1)) if m else None
 
     def references(self) -> List[str]:
+        """The reference of every sentence; ValueError without T- lines."""
         if not self.has_references:
             raise ValueError(f"{self.path}: no reference (T-) lines")
         return [s.reference for s in self.sentences]  # type: ignore[misc]

@@ -53,10 +53,12 @@ class RejectionCurves:
 
 
 def _trapezoid(y: np.ndarray, x: np.ndarray) -> float:
+    """Trapezoid-rule area under y(x) (unit of y times unit of x)."""
     return float(np.sum((y[1:] + y[:-1]) * np.diff(x)) / 2.0)
 
 
 def _retention_curve(errors_in_rejection_order: np.ndarray) -> np.ndarray:
+    """``[N + 1]`` mean error (%) over all N sentences after rejecting the first k of the given order."""
     n = errors_in_rejection_order.size
     total = errors_in_rejection_order.sum()
     rejected = np.concatenate([[0.0], np.cumsum(errors_in_rejection_order)])  # [N + 1]

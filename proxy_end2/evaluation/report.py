@@ -186,6 +186,7 @@ def _plan(id_run: RunLike, ood_runs: Union[Mapping[str, RunLike], Sequence[RunLi
 
 
 def _load(run: RunLike, name: Optional[str], allow_missing_ids: bool) -> Tuple[str, GenerateRun]:
+    """(name, run) of a run or of the path of a generate output (sequence-level values only)."""
     if isinstance(run, GenerateRun):
         return (name or run.name), run
     parsed = read_generate_output(run, name, allow_missing_ids=allow_missing_ids, load_token_values=False)
@@ -322,6 +323,7 @@ def _quality_per_set(plan: _Plan, top1: Dict[str, Dict[str, np.ndarray]]
 
 
 def _pct(x: Optional[float]) -> Optional[float]:
+    """A fraction in %, None when not finite."""
     return None if x is None or not np.isfinite(x) else 100.0 * float(x)
 
 
@@ -389,6 +391,7 @@ def _settings(plan: _Plan) -> Dict[str, Any]:
 
 def _assemble(plan: _Plan, sets: Dict[str, Any], ood_detection: Dict[str, Any], prr: Dict[str, Any]
               ) -> Dict[str, Any]:
+    """The report dict (structure in the module docstring), plots still empty."""
     header = plan.header
     return {
         "format": REPORT_FORMAT,
