@@ -23,9 +23,10 @@ Where the lines are:
 * with ``--uncertainty-output FILE``: the headers and ``SU-``/``TU-`` lines in FILE (pass it as
   ``uncertainty_path``).
 
-The lines of both files are parsed as one output. Lines of different sample ids are interleaved in batch
-order; the ``SU-``/``TU-`` lines of a hypothesis may come before or after its ``H-`` line (they are matched by
-``(id, rank)``). Any other line (fairseq's log lines, ``A-``/``I-``/``E-`` lines, progress output) is ignored.
+The lines of both files are parsed as one output (the uncertainty file may only have the headers and the
+``SU-``/``TU-`` lines). Lines of different sample ids are interleaved in batch order; the ``SU-``/``TU-`` lines
+of a hypothesis may come before or after its ``H-`` line (they are matched by ``(id, rank)``). Any other line
+(fairseq's log lines, ``A-``/``I-``/``E-`` lines, progress output) is ignored.
 
 Pure Python + numpy: no fairseq import.
 """
@@ -83,14 +84,20 @@ class GenerateOutputError(ValueError):
 
 
 class _Where(NamedTuple):
-    """A line of one of the files read."""
+    """A line of one of the files read (a str path, not a Path: a tuple of atoms is soon untracked by the garbage
+    collector)."""
 
-    path: Path
+    path: str
     lineno: int
 
     def seen_from(self, other: "_Where") -> str:
         """``line N`` when in the same file as ``other``, else ``PATH:N``."""
         return f"line {self.lineno}" if self.path == other.path else f"{self.path}:{self.lineno}"
+
+
+# The records kept per line carry their file and line number as two fields rather than one _Where: one tuple
+# less per line for the garbage collector, whose full passes otherwise double the time to read a large output.
+_WHERE = property(lambda record: _Where(record.path, record.lineno), doc="The file and line of the record.")
 
 
 class _Header(NamedTuple):
@@ -107,7 +114,9 @@ class _SuLine(NamedTuple):
 
     length: int  # L, target tokens including EOS
     values: List[float]  # in the order of the #SU-columns header (nats)
-    where: _Where
+    path: str
+    lineno: int
+    where = _WHERE
 
 
 class _TuLine(NamedTuple):
@@ -115,14 +124,16 @@ class _TuLine(NamedTuple):
 
     values: Optional[np.ndarray]  # [L] (nats); None unless load_token_values
     count: int  # number of values on the line
-    where: _Where
+    path: str
+    lineno: int
+    where = _WHERE
 
 
 class _TextLine(NamedTuple):
-    """An S- (source) or T- (reference) line."""
+    """An S- (source) or T- (reference) line of the generate output."""
 
     text: str
-    where: _Where
+    lineno: int
 
 
 class _GenerateLine(NamedTuple):
@@ -159,190 +170,212 @@ class _LineReader:
         self.sources: Dict[int, _TextLine] = {}
         self.references: Dict[int, _TextLine] = {}
         self.hyps: Dict[int, List[Hypothesis]] = {}
-        self.hyp_lines: Dict[int, List[_Where]] = {}  # the H- line of each hypothesis, in rank order
+        self.hyp_lines: Dict[int, List[int]] = {}  # the H- line of each hypothesis, in rank order (generate file)
         self.detok_count: Dict[int, int] = {}
         self.su: Dict[Tuple[int, int], _SuLine] = {}  # (id, rank) -> SU line
         self.tu: Dict[Tuple[int, int, str], _TuLine] = {}  # (id, rank, measure) -> TU line
-        self.first_id_line: Dict[int, _Where] = {}
+        self.first_id_line: Dict[int, int] = {}  # the first fairseq line of each sample id (generate file)
         self.current_id: Optional[int] = None  # sample whose fairseq block we are in
         self.generate_line: Optional[_GenerateLine] = None
         self.translated: Optional[int] = None  # from fairseq's "Translated N sentences" log line
-        self.last_content_line: Dict[Path, int] = {}  # file -> its last S-/T-/H-/D-/SU-/TU- line
+        self.last_content_line: Dict[str, int] = {}  # file -> its last S-/T-/H-/D-/SU-/TU- line
+        self.file = ""  # the file being read
+        self.uncertainty_only = False  # it is the uncertainty file: no fairseq lines in it
+        self.last_content = 0  # its last S-/T-/H-/D-/SU-/TU- line so far
 
-    @staticmethod
-    def error(where: _Where, message: str) -> GenerateOutputError:
-        return GenerateOutputError(where.path, where.lineno, message)
+    def at(self, lineno: int) -> _Where:
+        """Line ``lineno`` of the file being read."""
+        return _Where(self.file, lineno)
 
-    def read_file(self, path: Path) -> None:
-        """Read every line of ``path`` (the generate output or the uncertainty file)."""
+    def error(self, lineno: int, message: str) -> GenerateOutputError:
+        return GenerateOutputError(self.file, lineno, message)
+
+    def earlier(self, first: _Where, lineno: int) -> str:
+        """``line N`` or ``PATH:N`` of an earlier line, and why it may be there, for an error at ``lineno``."""
+        return f"{first.seen_from(self.at(lineno))} ({_duplicate_hint(first, self.at(lineno))})"
+
+    def read_file(self, path: Path, uncertainty_only: bool = False) -> None:
+        """Read every line of ``path``: the generate output, or (``uncertainty_only``) the uncertainty file, which
+        must not have fairseq's S-/T-/H-/D-/P- or final ``Generate`` lines."""
         if path.is_dir():
             raise GenerateOutputError(path, None, "is a directory, expected a fairseq-generate output file")
         self.current_id = None
+        self.file = str(path)
+        self.uncertainty_only = uncertainty_only
+        self.last_content = 0
         with open(path, "r", encoding="utf-8", errors="replace", newline="\n") as fh:
             for lineno, raw in enumerate(fh, start=1):
                 line = raw.rstrip("\n").rstrip("\r")
                 if line:
-                    self.parse_line(line, _Where(path, lineno))
+                    self.parse_line(line, lineno)
+        if self.last_content:
+            self.last_content_line[self.file] = self.last_content
 
-    def parse_line(self, line: str, where: _Where) -> None:
+    def parse_line(self, line: str, lineno: int) -> None:
         """Dispatch a non-empty line by its prefix; lines of no interest are ignored."""
         if line[0] == "#":
             if line.startswith("#SU-columns"):
-                self.parse_header(line, where, "SU")
+                self.parse_header(line, lineno, "SU")
             elif line.startswith("#TU-columns"):
-                self.parse_header(line, where, "TU")
+                self.parse_header(line, lineno, "TU")
             return
         if line.startswith("SU-"):
-            self.parse_su(line, where)
+            self.parse_su(line, lineno)
             return
         if line.startswith("TU-"):
-            self.parse_tu(line, where)
+            self.parse_tu(line, lineno)
             return
         m = _FAIRSEQ_LINE.match(line)
         if m is not None:
-            self.parse_fairseq(m.group(1), int(m.group(2)), line, where)
+            if self.uncertainty_only:
+                raise self.fairseq_line_error(line, lineno)
+            self.parse_fairseq(m.group(1), int(m.group(2)), line, lineno)
             return
         m = _GENERATE_LINE.match(line)
         if m is not None:
-            self.generate_line = _GenerateLine(m.group(1), int(m.group(2)), m.group(3), where)
+            if self.uncertainty_only:
+                raise self.fairseq_line_error(line, lineno)
+            self.generate_line = _GenerateLine(m.group(1), int(m.group(2)), m.group(3), self.at(lineno))
             return
         m = _TRANSLATED_LINE.search(line)
         if m is not None:
             self.translated = int(m.group(1).replace(",", ""))
 
-    def _content(self, where: _Where) -> None:
-        self.last_content_line[where.path] = where.lineno
+    def fairseq_line_error(self, line: str, lineno: int) -> GenerateOutputError:
+        return self.error(lineno, f"fairseq's line {line[:60]!r} in the uncertainty file, which should only have "
+                                  f"the #SU-columns/#TU-columns headers and SU-/TU- lines (is it the generate output?)")
 
     # -- uncertainty lines -------------------------------------------------------------------------------------
-    def parse_header(self, line: str, where: _Where, which: str) -> None:
+    def parse_header(self, line: str, lineno: int, which: str) -> None:
         """A ``#SU-columns`` (``which='SU'``) or ``#TU-columns`` header; a repeated one must be identical."""
         fields = line.split("\t")
         if len(fields) < 3 or not fields[1].startswith("kind=") or not fields[2].startswith("members="):
-            raise self.error(where, f"malformed #{which}-columns header (expected "
-                                    f"'#{which}-columns<TAB>kind=...<TAB>members=M<TAB>name...'): {line!r}")
+            raise self.error(lineno, f"malformed #{which}-columns header (expected "
+                                     f"'#{which}-columns<TAB>kind=...<TAB>members=M<TAB>name...'): {line!r}")
         kind = fields[1][len("kind="):]
         try:
             members = int(fields[2][len("members="):])
         except ValueError:
-            raise self.error(where, f"malformed members= in #{which}-columns header: {fields[2]!r}") from None
+            raise self.error(lineno, f"malformed members= in #{which}-columns header: {fields[2]!r}") from None
         names = tuple(fields[3:])
         if which == "SU" and names and names[0] == "length":
             names = names[1:]  # tolerate a header that also names the length column
         if not names:
-            raise self.error(where, f"#{which}-columns header names no column")
+            raise self.error(lineno, f"#{which}-columns header names no column")
         if len(set(names)) != len(names):
-            raise self.error(where, f"#{which}-columns header names a column twice: {list(names)}")
-        new = _Header(kind, members, names, where)
+            raise self.error(lineno, f"#{which}-columns header names a column twice: {list(names)}")
+        new = _Header(kind, members, names, self.at(lineno))
         old = self.headers.get(which)
         if old is None:
             self.headers[which] = new
         elif old[:3] != new[:3]:
-            raise self.error(where, f"second #{which}-columns header differs from the one on "
-                                    f"{old.where.seen_from(where)} ({_duplicate_hint(old.where, where)})")
+            raise self.error(lineno, f"second #{which}-columns header differs from the one on "
+                                     f"{self.earlier(old.where, lineno)}")
 
-    def parse_su(self, line: str, where: _Where) -> None:
+    def parse_su(self, line: str, lineno: int) -> None:
         """``SU-<id><TAB><rank><TAB><length><TAB><values...>``, one value per column of the header."""
         header = self.headers.get("SU")
         if header is None:
-            raise self.error(where, "SU- line before any #SU-columns header (the header must come before the "
-                                    "first SU- line; is this output cut at the front?)")
+            raise self.error(lineno, "SU- line before any #SU-columns header (the header must come before the "
+                                     "first SU- line; is this output cut at the front?)")
         fields = line.split("\t")
         columns = header.names
         if len(fields) != 3 + len(columns):
-            raise self.error(where, f"SU- line has {len(fields) - 3} value columns, the #SU-columns header on "
-                                    f"{header.where.seen_from(where)} names {len(columns)} ({', '.join(columns)})")
+            raise self.error(lineno, f"SU- line has {len(fields) - 3} value columns, the #SU-columns header on "
+                                     f"{header.where.seen_from(self.at(lineno))} names {len(columns)} "
+                                     f"({', '.join(columns)})")
         try:
             sid, rank, length = int(fields[0][3:]), int(fields[1]), int(fields[2])
             values = [float(v) for v in fields[3:]]
         except ValueError as exc:
-            raise self.error(where, f"malformed SU- line ({exc}): {line[:200]!r}") from None
+            raise self.error(lineno, f"malformed SU- line ({exc}): {line[:200]!r}") from None
         if rank < 0 or length < 0:
-            raise self.error(where, f"negative rank or length in SU- line: {line[:200]!r}")
+            raise self.error(lineno, f"negative rank or length in SU- line: {line[:200]!r}")
         first = self.su.get((sid, rank))
         if first is not None:
-            raise self.error(where, f"duplicate SU- line for (id={sid}, rank={rank}); first one on "
-                                    f"{first.where.seen_from(where)} ({_duplicate_hint(first.where, where)})")
-        self.su[(sid, rank)] = _SuLine(length, values, where)
-        self._content(where)
+            raise self.error(lineno, f"duplicate SU- line for (id={sid}, rank={rank}); first one on "
+                                     f"{self.earlier(first.where, lineno)}")
+        self.su[(sid, rank)] = _SuLine(length, values, self.file, lineno)
+        self.last_content = lineno
 
-    def parse_tu(self, line: str, where: _Where) -> None:
+    def parse_tu(self, line: str, lineno: int) -> None:
         """``TU-<id><TAB><rank><TAB><measure><TAB><v_1> ... <v_L>``; the values are only counted unless
         ``load_token_values``."""
         header = self.headers.get("TU")
         if header is None:
-            raise self.error(where, "TU- line before any #TU-columns header")
+            raise self.error(lineno, "TU- line before any #TU-columns header")
         fields = line.split("\t")
         if len(fields) != 4:
-            raise self.error(where, f"malformed TU- line (expected TU-<id><TAB><rank><TAB><measure><TAB>"
-                                    f"<values>): {line[:200]!r}")
+            raise self.error(lineno, f"malformed TU- line (expected TU-<id><TAB><rank><TAB><measure><TAB>"
+                                     f"<values>): {line[:200]!r}")
         try:
             sid, rank = int(fields[0][3:]), int(fields[1])
         except ValueError:
-            raise self.error(where, f"malformed TU- line: {line[:200]!r}") from None
+            raise self.error(lineno, f"malformed TU- line: {line[:200]!r}") from None
         measure = fields[2]
         if measure not in header.names:
-            raise self.error(where, f"TU- measure {measure!r} is not in the #TU-columns header "
-                                    f"({', '.join(header.names)})")
+            raise self.error(lineno, f"TU- measure {measure!r} is not in the #TU-columns header "
+                                     f"({', '.join(header.names)})")
         first = self.tu.get((sid, rank, measure))
         if first is not None:
-            raise self.error(where, f"duplicate TU- line for (id={sid}, rank={rank}, {measure}); first one on "
-                                    f"{first.where.seen_from(where)}")
+            raise self.error(lineno, f"duplicate TU- line for (id={sid}, rank={rank}, {measure}); first one on "
+                                     f"{self.earlier(first.where, lineno)}")
         tokens = fields[3].split()
         values = None
         if self.load_token_values:
             try:
                 values = np.array(tokens, dtype=np.float64)
             except ValueError:
-                raise self.error(where, f"non-numeric value in TU- line: {line[:200]!r}") from None
-        self.tu[(sid, rank, measure)] = _TuLine(values, len(tokens), where)
-        self._content(where)
+                raise self.error(lineno, f"non-numeric value in TU- line: {line[:200]!r}") from None
+        self.tu[(sid, rank, measure)] = _TuLine(values, len(tokens), self.file, lineno)
+        self.last_content = lineno
 
     # -- fairseq lines -----------------------------------------------------------------------------------------
-    def parse_fairseq(self, tag: str, sid: int, line: str, where: _Where) -> None:
+    def parse_fairseq(self, tag: str, sid: int, line: str, lineno: int) -> None:
         """A fairseq ``<tag>-<id>`` line: S-, T-, H- and D- are kept, the others only mark the sample's block."""
-        self.first_id_line.setdefault(sid, where)
+        self.first_id_line.setdefault(sid, lineno)
         if tag in "ST":
-            self.parse_text(self.sources if tag == "S" else self.references, tag, sid, line, where)
+            self.parse_text(self.sources if tag == "S" else self.references, tag, sid, line, lineno)
         elif tag == "H":
-            self.parse_hypothesis(sid, line, where)
+            self.parse_hypothesis(sid, line, lineno)
         elif tag == "D":
-            self.parse_detokenized(sid, line, where)
+            self.parse_detokenized(sid, line, lineno)
         self.current_id = sid
-        self._content(where)
+        self.last_content = lineno
 
-    def parse_text(self, store: Dict[int, _TextLine], tag: str, sid: int, line: str, where: _Where) -> None:
+    def parse_text(self, store: Dict[int, _TextLine], tag: str, sid: int, line: str, lineno: int) -> None:
         """An S- or T- line: at most one per sample id."""
         first = store.get(sid)
         if first is not None:
-            raise self.error(where, f"second {tag}-{sid} line (first on {first.where.seen_from(where)}): "
-                                    f"duplicate sample id ({_duplicate_hint(first.where, where)})")
-        store[sid] = _TextLine(line.split("\t", 1)[1], where)
+            raise self.error(lineno, f"second {tag}-{sid} line (first on line {first.lineno}): duplicate sample id "
+                                     f"(two runs concatenated into one file?)")
+        store[sid] = _TextLine(line.split("\t", 1)[1], lineno)
 
-    def parse_hypothesis(self, sid: int, line: str, where: _Where) -> None:
+    def parse_hypothesis(self, sid: int, line: str, lineno: int) -> None:
         """An H- line: the next hypothesis (rank) of the sample; its H- lines must come in one block."""
         if sid in self.hyps and self.current_id != sid:
             raise self.error(
-                where,
+                lineno,
                 f"H-{sid} line after the hypotheses of other sentences, although sample {sid} already has "
-                f"{len(self.hyps[sid])} (first on {self.hyp_lines[sid][0].seen_from(where)}): duplicate "
-                f"(id, rank) ({_duplicate_hint(self.hyp_lines[sid][0], where)})",
+                f"{len(self.hyps[sid])} (first on line {self.hyp_lines[sid][0]}): duplicate (id, rank) (two runs "
+                f"concatenated into one file?)",
             )
         fields = line.split("\t", 2)
         try:
             score = float(fields[1]) if len(fields) > 1 else math.nan
         except ValueError:
-            raise self.error(where, f"malformed H- line (score is not a number): {line[:200]!r}") from None
+            raise self.error(lineno, f"malformed H- line (score is not a number): {line[:200]!r}") from None
         text = fields[2] if len(fields) > 2 else ""
         hyps = self.hyps.setdefault(sid, [])
         hyps.append(Hypothesis(rank=len(hyps), text=text, score=score, tokenized=text))
-        self.hyp_lines.setdefault(sid, []).append(where)
+        self.hyp_lines.setdefault(sid, []).append(lineno)
 
-    def parse_detokenized(self, sid: int, line: str, where: _Where) -> None:
+    def parse_detokenized(self, sid: int, line: str, lineno: int) -> None:
         """A D- line: the detokenised text of the sample's next hypothesis."""
         hyps = self.hyps.get(sid, [])
         rank = self.detok_count.get(sid, 0)
         if rank >= len(hyps):
-            raise self.error(where, f"D-{sid} line without a preceding H-{sid} line of the same rank")
+            raise self.error(lineno, f"D-{sid} line without a preceding H-{sid} line of the same rank")
         fields = line.split("\t", 2)
         hyps[rank].text = fields[2] if len(fields) > 2 else ""
         self.detok_count[sid] = rank + 1
@@ -363,6 +396,10 @@ class _Assembler:
         self.uncertainty_path = uncertainty_path  # the separate uncertainty file read, if any
         self.looked_for = looked_for  # the sibling uncertainty file looked for and not found, if any
         self.warnings: List[str] = []
+
+    def at(self, lineno: int) -> _Where:
+        """Line ``lineno`` of the generate output (where every fairseq line is)."""
+        return _Where(str(self.path), lineno)
 
     def error(self, where: Optional[_Where], message: str) -> GenerateOutputError:
         if where is None:
@@ -411,11 +448,11 @@ class _Assembler:
             raise self.error(None, "no H- (hypothesis) line: not a fairseq-generate output, or empty")
         for sid in sorted(set(lines.sources) | set(lines.references)):
             if sid not in lines.hyps:
-                raise self.error(lines.first_id_line[sid], f"sample {sid} has S-/T- lines but no H- line "
+                raise self.error(self.at(lines.first_id_line[sid]), f"sample {sid} has S-/T- lines but no H- line "
                                                            f"(file cut short?)")
         if lines.references and len(lines.references) != len(lines.hyps):
             missing = sorted(set(lines.hyps) - set(lines.references))
-            raise self.error(lines.first_id_line[missing[0]],
+            raise self.error(self.at(lines.first_id_line[missing[0]]),
                              f"{len(missing)} sentence(s) have no T- (reference) line although others do: "
                              f"ids {_short_list(missing)}")
 
@@ -433,9 +470,9 @@ class _Assembler:
                 f"--required-batch-size-multiple 1 (also check --skip-invalid-size-inputs-valid-test and "
                 f"--max-len-a/--max-source-positions filtering), or the file is cut short")
         if lines.references and lines.generate_line is None:
-            last = lines.last_content_line.get(self.path)
+            last = lines.last_content_line.get(str(self.path))
             raise self.error(
-                None if last is None else _Where(self.path, last),
+                None if last is None else self.at(last),
                 "no final 'Generate <subset> with beam=<B>: ...' line although the file has T- lines: the output "
                 "looks truncated (fairseq-generate interrupted, or still running?)",
             )
@@ -496,7 +533,8 @@ class _Assembler:
     def attach_su(self, ids: List[int], columns: Tuple[str, ...]) -> None:
         """Every hypothesis gets the length and values of its SU- line; every SU- line must have a hypothesis."""
         lines = self.lines
-        missing = [(sid, hyp, where) for sid in ids for hyp, where in zip(lines.hyps[sid], lines.hyp_lines[sid])
+        missing = [(sid, hyp, self.at(h_line)) for sid in ids
+                   for hyp, h_line in zip(lines.hyps[sid], lines.hyp_lines[sid])
                    if (sid, hyp.rank) not in lines.su]
         if missing:
             sid, hyp, where = missing[0]
@@ -509,14 +547,14 @@ class _Assembler:
                 hyp.length = su.length
                 hyp.su = dict(zip(columns, su.values))
         if lines.su:
-            (sid, rank), su = min(lines.su.items(), key=lambda kv: kv[1].where)
+            (sid, rank), su = next(iter(lines.su.items()))  # the first in the files (dicts keep reading order)
             raise self.error(su.where, f"SU- line for (id={sid}, rank={rank}) without a matching hypothesis "
                                        f"(sample {sid} has {len(lines.hyps.get(sid, []))} H- line(s))")
 
     def attach_tu(self, ids: List[int], measures: Tuple[str, ...]) -> None:
         """Every TU- line must match a hypothesis and its length; every hypothesis needs one per measure."""
         lines = self.lines
-        for (sid, rank, measure), tu in sorted(lines.tu.items(), key=lambda kv: kv[1].where):
+        for (sid, rank, measure), tu in lines.tu.items():  # in reading order: the first error in the files
             hyps = lines.hyps.get(sid, [])
             if rank >= len(hyps):
                 raise self.error(tu.where, f"TU- line for (id={sid}, rank={rank}) without a matching hypothesis")
@@ -526,7 +564,8 @@ class _Assembler:
                                            f"values, its SU- line says length {hyp.length}")
             if tu.values is not None:
                 hyp.tu[measure] = tu.values
-        missing = [(sid, hyp, where, m) for sid in ids for hyp, where in zip(lines.hyps[sid], lines.hyp_lines[sid])
+        missing = [(sid, hyp, self.at(h_line), m) for sid in ids
+                   for hyp, h_line in zip(lines.hyps[sid], lines.hyp_lines[sid])
                    for m in measures if (sid, hyp.rank, m) not in lines.tu]
         if missing:
             sid, hyp, where, measure = missing[0]
@@ -604,6 +643,6 @@ def read_generate_output(
     lines = _LineReader(load_token_values)
     lines.read_file(path)
     if uncertainty_path is not None:
-        lines.read_file(Path(uncertainty_path))
+        lines.read_file(Path(uncertainty_path), uncertainty_only=True)
     assembler = _Assembler(lines, path, None if uncertainty_path is None else Path(uncertainty_path), looked_for)
     return assembler.build(name, require_uncertainty, allow_missing_ids)

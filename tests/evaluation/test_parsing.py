@@ -435,3 +435,14 @@ def test_uncertainty_lines_in_both_files(tmp_path):
     with pytest.raises(GenerateOutputError, match=rf"^{re.escape(str(uncertainty))}:1: second #SU-columns header "
                                                   rf"differs from the one on {re.escape(str(generate))}:2 "):
         read_generate_output(generate)
+
+
+def test_fairseq_lines_in_the_uncertainty_file(tmp_path):
+    generate, _, _ = write_split(tmp_path)
+    stdout = write(tmp_path, BASE, "stdout.txt")  # every line: given by mistake as the uncertainty file
+    with pytest.raises(GenerateOutputError, match=rf"^{re.escape(str(stdout))}:{lineno(BASE, 'S-2')}: fairseq's "
+                                                  rf"line 'S-2\\tsource two' in the uncertainty file, which should "
+                                                  rf"only have the #SU-columns/#TU-columns headers and SU-/TU- lines"):
+        read_generate_output(generate, uncertainty_path=stdout)
+    with pytest.raises(GenerateOutputError, match=r"fairseq's line 'Generate test with beam=2: BLEU4"):
+        read_generate_output(generate, uncertainty_path=write(tmp_path, [GENERATE_LINE], "unc.txt"))
