@@ -36,7 +36,7 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -142,7 +142,7 @@ class _GenerateLine(NamedTuple):
     subset: str
     beam: int
     result: str
-    where: _Where
+    lineno: int  # in the generate output
 
 
 def _duplicate_hint(first: _Where, second: _Where) -> str:
@@ -235,7 +235,7 @@ class _LineReader:
         if m is not None:
             if self.uncertainty_only:
                 raise self.fairseq_line_error(line, lineno)
-            self.generate_line = _GenerateLine(m.group(1), int(m.group(2)), m.group(3), self.at(lineno))
+            self.generate_line = _GenerateLine(m.group(1), int(m.group(2)), m.group(3), lineno)
             return
         m = _TRANSLATED_LINE.search(line)
         if m is not None:
@@ -448,8 +448,8 @@ class _Assembler:
             raise self.error(None, "no H- (hypothesis) line: not a fairseq-generate output, or empty")
         for sid in sorted(set(lines.sources) | set(lines.references)):
             if sid not in lines.hyps:
-                raise self.error(self.at(lines.first_id_line[sid]), f"sample {sid} has S-/T- lines but no H- line "
-                                                           f"(file cut short?)")
+                raise self.error(self.at(lines.first_id_line[sid]),
+                                 f"sample {sid} has S-/T- lines but no H- line (file cut short?)")
         if lines.references and len(lines.references) != len(lines.hyps):
             missing = sorted(set(lines.hyps) - set(lines.references))
             raise self.error(self.at(lines.first_id_line[missing[0]]),
@@ -530,17 +530,20 @@ class _Assembler:
         return (f" ({count} of {total} have none; file cut short, or generated without --user-dir proxy_end2, or "
                 f"the uncertainty lines are in a separate file?)")
 
+    def hypotheses(self, ids: List[int]) -> Iterator[Tuple[int, Hypothesis, int]]:
+        """(id, hypothesis, line number of its H- line) of every hypothesis, in id and rank order."""
+        for sid in ids:
+            yield from ((sid, hyp, h_line) for hyp, h_line in zip(self.lines.hyps[sid], self.lines.hyp_lines[sid]))
+
     def attach_su(self, ids: List[int], columns: Tuple[str, ...]) -> None:
         """Every hypothesis gets the length and values of its SU- line; every SU- line must have a hypothesis."""
         lines = self.lines
-        missing = [(sid, hyp, self.at(h_line)) for sid in ids
-                   for hyp, h_line in zip(lines.hyps[sid], lines.hyp_lines[sid])
-                   if (sid, hyp.rank) not in lines.su]
+        missing = [(sid, hyp, h_line) for sid, hyp, h_line in self.hypotheses(ids) if (sid, hyp.rank) not in lines.su]
         if missing:
-            sid, hyp, where = missing[0]
+            sid, hyp, h_line = missing[0]
             total = sum(len(lines.hyps[s]) for s in ids)
-            raise self.error(where, f"hypothesis (id={sid}, rank={hyp.rank}) has no SU- line"
-                                    + self.missing_lines_hint(len(missing), total))
+            raise self.error(self.at(h_line), f"hypothesis (id={sid}, rank={hyp.rank}) has no SU- line"
+                                              + self.missing_lines_hint(len(missing), total))
         for sid in ids:
             for hyp in lines.hyps[sid]:
                 su = lines.su.pop((sid, hyp.rank))
@@ -564,15 +567,14 @@ class _Assembler:
                                            f"values, its SU- line says length {hyp.length}")
             if tu.values is not None:
                 hyp.tu[measure] = tu.values
-        missing = [(sid, hyp, self.at(h_line), m) for sid in ids
-                   for hyp, h_line in zip(lines.hyps[sid], lines.hyp_lines[sid])
+        missing = [(sid, hyp, h_line, m) for sid, hyp, h_line in self.hypotheses(ids)
                    for m in measures if (sid, hyp.rank, m) not in lines.tu]
         if missing:
-            sid, hyp, where, measure = missing[0]
-            raise self.error(where, f"hypothesis (id={sid}, rank={hyp.rank}) has no TU- line for {measure}, which "
-                                    f"the #TU-columns header names"
-                                    + self.missing_lines_hint(len(missing), len(measures) * sum(
-                                        len(lines.hyps[s]) for s in ids)))
+            sid, hyp, h_line, measure = missing[0]
+            total = len(measures) * sum(len(lines.hyps[s]) for s in ids)
+            raise self.error(self.at(h_line), f"hypothesis (id={sid}, rank={hyp.rank}) has no TU- line for "
+                                              f"{measure}, which the #TU-columns header names"
+                                              + self.missing_lines_hint(len(missing), total))
 
 
 def _default_name(path: Path) -> str:
