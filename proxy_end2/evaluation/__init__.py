@@ -1,10 +1,12 @@
 """Evaluation of fairseq-generate outputs with ``proxy_end2`` uncertainty lines (pure Python/numpy/sklearn/
 sacrebleu/matplotlib; never imports fairseq).
 
-* :mod:`.parsing`: :func:`read_generate_output` -> :class:`GenerateRun` (S-/T-/H-/D- and SU-/TU- lines);
-* :mod:`.metrics`: BLEU, WER, OOD ROC-AUC/PR-AUC, prediction rejection ratio, N-best aggregation;
+* :mod:`.parsing`: :func:`read_generate_output` -> :class:`GenerateRun` (:mod:`.records`) from the S-/T-/H-/D-
+  lines and the SU-/TU- lines (in the same file, or in a separate uncertainty file);
+* :mod:`.quality` (BLEU, WER), :mod:`.ood` (ROC-AUC/PR-AUC), :mod:`.rejection` (prediction rejection ratio),
+  :mod:`.nbest` (N-best aggregation); :mod:`.metrics` offers all of them under one name;
+* :mod:`.report`: :func:`evaluate` (the Python API) and the JSON report; :mod:`.markdown`: its Markdown summary;
 * :mod:`.plots`: rejection curves and ID-vs-OOD histograms (PNG);
-* :mod:`.report`: :func:`evaluate` (the Python API) and the Markdown/JSON report;
 * :mod:`.cli`: the ``proxy-end2-evaluate`` console script.
 """
 from .metrics import (
@@ -19,8 +21,17 @@ from .metrics import (
     sentence_bleu,
     sentence_wer,
 )
-from .parsing import GenerateOutputError, GenerateRun, Hypothesis, Sentence, UncertaintyHeader, read_generate_output
-from .report import evaluate, render_markdown, write_report
+from .markdown import render_markdown
+from .parsing import (
+    GenerateOutputError,
+    GenerateRun,
+    Hypothesis,
+    Sentence,
+    UncertaintyHeader,
+    read_generate_output,
+    uncertainty_path_for,
+)
+from .report import evaluate, write_report
 
 __all__ = [
     "GenerateOutputError",
@@ -29,6 +40,7 @@ __all__ = [
     "Sentence",
     "UncertaintyHeader",
     "read_generate_output",
+    "uncertainty_path_for",
     "corpus_bleu",
     "corpus_wer",
     "sentence_bleu",

@@ -5,21 +5,30 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import List, Optional, Sequence, Tuple
+from typing import NamedTuple, Optional, Sequence
 
-from .report import QUALITY_CHOICES, WEIGHTINGS, evaluate, render_markdown
+from .markdown import render_markdown
+from .parsing import read_generate_output
+from .records import GenerateRun
+from .report import QUALITY_CHOICES, WEIGHTINGS, evaluate
 
 PROG = "proxy-end2-evaluate"
 
 EPILOG = """\
 Inputs: the output of `fairseq-generate DATA --user-dir proxy_end2 --task translation_distillation --path CKPT
---gen-subset SUBSET --required-batch-size-multiple 1 [--nbest 5]` (stdout, or <results-path>/generate-SUBSET.txt),
-one file per set, all from the same model and options (docs/output-format.md).
+--gen-subset SUBSET --required-batch-size-multiple 1 [--nbest 5]`, one set each, all from the same model and
+options (docs/output-format.md). Give a set as
+  NAME=FILE                   fairseq-generate's stdout (every line in FILE), or DIR/generate-SUBSET.txt of
+                              --results-path DIR: the uncertainty lines are then read from
+                              DIR/uncertainty-SUBSET.txt next to it
+  NAME=FILE,UNCERTAINTY_FILE  the uncertainty lines in UNCERTAINTY_FILE (--uncertainty-output UNCERTAINTY_FILE)
+NAME= may be left out: the set is then named after FILE (generate-test.txt -> test).
 
 Output DIR/report.json:
   settings        id_set, ood_sets, quality, nbest [n...], weightings, definitions
   model           kind, members, columns (SU columns), measures (columns except length, log_prob)
-  sets[NAME]      role (id|ood), path, num_sentences, max_nbest, min_nbest, has_references,
+  sets[NAME]      role (id|ood), path, uncertainty_path (null: in path), num_sentences, max_nbest, min_nbest,
+                  has_references,
                   quality {bleu, wer, mean_sentence_error} (%, top-1; null without T- lines),
                   fairseq_result / fairseq_bleu (fairseq's own final line), measure_means (n=1),
                   pr_auc_chance (OOD sets)
@@ -30,17 +39,39 @@ n is a string key ("1", "5"); for n = 1 all weightings give the same numbers.
 """
 
 
-def _split_spec(spec: str, flag: str) -> Tuple[Optional[str], str]:
-    """``NAME=FILE`` -> (NAME, FILE); a bare ``FILE`` (or an existing file whose name has '=') -> (None, FILE)."""
+class SetSpec(NamedTuple):
+    """One ``--id``/``--ood`` argument: ``[NAME=]FILE[,UNCERTAINTY_FILE]``."""
+
+    name: Optional[str]  # None: named after the file
+    path: str  # the generate output
+    uncertainty_path: Optional[str]  # None: in FILE, or next to it (uncertainty-SUBSET.txt)
+
+
+def parse_set_spec(spec: str, flag: str) -> SetSpec:
+    """``NAME=FILE[,UNCERTAINTY_FILE]`` or ``FILE[,UNCERTAINTY_FILE]``; an existing file whose name has '=' or ','
+    is taken as it is. Raises ValueError for an empty part."""
+    name, path = None, spec
     if "=" in spec and not os.path.exists(spec):
         name, path = spec.split("=", 1)
-        if not name or not path:
-            raise ValueError(f"{flag} {spec!r}: expected NAME=FILE")
-        return name, path
-    return None, spec
+    uncertainty_path = None
+    if "," in path and not os.path.exists(path):
+        path, uncertainty_path = path.split(",", 1)
+    if name == "" or not path or uncertainty_path == "":
+        raise ValueError(f"{flag} {spec!r}: expected NAME=FILE or NAME=FILE,UNCERTAINTY_FILE")
+    for file in (path, uncertainty_path):
+        if file is not None and not os.path.isfile(file):
+            raise FileNotFoundError(f"{flag} {file}: no such file")
+    return SetSpec(name, path, uncertainty_path)
+
+
+def read_set(spec: SetSpec, allow_missing_ids: bool) -> GenerateRun:
+    """The set of one ``--id``/``--ood`` argument (sequence-level uncertainty only)."""
+    return read_generate_output(spec.path, spec.name, uncertainty_path=spec.uncertainty_path,
+                                allow_missing_ids=allow_missing_ids, load_token_values=False)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``proxy-end2-evaluate`` (see ``--help``)."""
     p = argparse.ArgumentParser(
         prog=PROG,
         description="Evaluate uncertainty (OOD detection, prediction rejection) and quality (BLEU/WER) from "
@@ -48,8 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--id", required=True, metavar="NAME=FILE", help="in-domain set (e.g. test=generate-test.txt)")
-    p.add_argument("--ood", action="append", default=[], metavar="NAME=FILE",
+    p.add_argument("--id", required=True, metavar="NAME=FILE[,UNCERTAINTY_FILE]",
+                   help="in-domain set (e.g. test=results/generate-test.txt; results/uncertainty-test.txt is "
+                        "read too if it exists; see below)")
+    p.add_argument("--ood", action="append", default=[], metavar="NAME=FILE[,UNCERTAINTY_FILE]",
                    help="out-of-domain set; repeat for several")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (created)")
     p.add_argument("--quality", choices=QUALITY_CHOICES, default="bleu",
@@ -69,21 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run ``proxy-end2-evaluate``: read the sets, write the report; print its Markdown unless ``--quiet``.
+    Returns the exit status: 0, or 1 after printing an error about unusable inputs to stderr."""
     args = build_parser().parse_args(argv)
     try:
-        id_name, id_path = _split_spec(args.id, "--id")
-        oods: List[Tuple[Optional[str], str]] = [_split_spec(s, "--ood") for s in args.ood]
-        for flag, (_, path) in [("--id", (id_name, id_path))] + [("--ood", o) for o in oods]:
-            if not os.path.isfile(path):
-                raise FileNotFoundError(f"{flag} {path}: no such file")
-        from .parsing import read_generate_output
-
-        def read(name: Optional[str], path: str):
-            return read_generate_output(path, name, allow_missing_ids=args.allow_missing_ids,
-                                        load_token_values=False)
-
-        id_run = read(id_name, id_path)
-        ood_runs = [read(name, path) for name, path in oods]
+        id_spec = parse_set_spec(args.id, "--id")
+        ood_specs = [parse_set_spec(s, "--ood") for s in args.ood]
+        id_run = read_set(id_spec, args.allow_missing_ids)
+        ood_runs = [read_set(spec, args.allow_missing_ids) for spec in ood_specs]
         report = evaluate(
             id_run,
             ood_runs,

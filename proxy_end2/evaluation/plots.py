@@ -10,7 +10,8 @@ from typing import Mapping, Optional, Tuple, Union
 
 import numpy as np
 
-from .metrics import RejectionCurves, rank_safe_scores
+from .ood import rank_safe_scores
+from .rejection import RejectionCurves
 
 __all__ = ["safe_filename", "plot_rejection_curves", "plot_ood_histograms"]
 

@@ -1,7 +1,7 @@
 """The evaluation report: quality per set, OOD detection per measure, prediction rejection per measure, plots.
 
 :func:`evaluate` is the Python API (the ``proxy-end2-evaluate`` console script is a thin wrapper around it);
-:func:`render_markdown` turns its result (or a loaded ``report.json``) into Markdown tables.
+:func:`.markdown.render_markdown` turns its result (or a loaded ``report.json``) into Markdown tables.
 
 Report structure (``report.json``; every BLEU, WER, AUC and PRR in %, NaN written as null)::
 
@@ -9,7 +9,8 @@ Report structure (``report.json``; every BLEU, WER, AUC and PRR in %, NaN writte
     settings          id_set, ood_sets [..], quality ("bleu"|"wer"), error, nbest [n, ..], weightings [..],
                       and the definitions used (units, sentence_bleu, corpus_bleu signature, wer, ood, prr)
     model             kind, members, columns (SU value columns), measures (columns except length, log_prob)
-    sets[NAME]        role ("id"|"ood"), path, num_sentences, max_nbest, min_nbest, has_references,
+    sets[NAME]        role ("id"|"ood"), path, uncertainty_path (the separate file of the SU-/TU- lines, or
+                      null), num_sentences, max_nbest, min_nbest, has_references,
                       empty_top1_hypotheses, fairseq_subset, fairseq_beam, fairseq_result, fairseq_bleu,
                       quality: {bleu, wer, mean_sentence_error} of the top-1 hypotheses, or null without T- lines,
                       measure_means {measure: mean over the top-1 hypotheses},
@@ -20,19 +21,28 @@ Report structure (``report.json``; every BLEU, WER, AUC and PRR in %, NaN writte
     plots             PNG paths relative to the output directory
 
 For n = 1 every weighting gives the same numbers (all are stored, the Markdown shows one column).
+
+:func:`evaluate` runs these steps: load and check the sets (:func:`_plan`: same model, usable N-best sizes and
+weightings), aggregate the measures over the N-best lists, quality per set, OOD detection, prediction
+rejection, then assemble the report (and draw the plots).
 """
 from __future__ import annotations
 
 import json
 import math
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import metrics
-from .parsing import NO_REFERENCES_WARNING, NO_UNCERTAINTY_HINT, GenerateRun, read_generate_output
+from .markdown import combination_label, render_markdown, shown_combinations
+from .nbest import nbest_aggregate
+from .ood import ood_detection_scores
+from .parsing import NO_REFERENCES_WARNING, NO_UNCERTAINTY_HINT, GenerateRun, UncertaintyHeader, read_generate_output
+from .quality import corpus_bleu, corpus_bleu_signature, corpus_wer, sentence_errors
+from .rejection import RejectionCurves, rejection_curves
 
 __all__ = ["REPORT_FORMAT", "QUALITY_CHOICES", "WEIGHTINGS", "evaluate", "render_markdown", "write_report"]
 
@@ -41,50 +51,40 @@ QUALITY_CHOICES = ("bleu", "wer")
 WEIGHTINGS = ("uniform", "prob")
 
 RunLike = Union[GenerateRun, str, os.PathLike]
+Combination = Tuple[int, str]  # (N-best size n, weighting)
+SetAggregates = Dict[Combination, Dict[str, np.ndarray]]  # (n, weighting) -> measure -> [N] aggregated values
+SetCurves = Dict[Combination, Dict[str, RejectionCurves]]  # (n, weighting) -> measure -> curves
 
-_WEIGHTING_DOC = {
-    "uniform": "mean of the measure over the top-n hypotheses",
-    "prob": "average weighted by softmax over the top-n hypotheses of their log_prob (temperature 1)",
-}
 _QUALITY_DOC = {"bleu": "100 - sentence BLEU", "wer": "sentence WER"}
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# helpers
+@dataclass
+class _Set:
+    name: str
+    role: str  # "id" or "ood"
+    run: GenerateRun
 
 
-def _load(run: RunLike, name: Optional[str], allow_missing_ids: bool) -> Tuple[str, GenerateRun]:
-    if isinstance(run, GenerateRun):
-        return (name or run.name), run
-    parsed = read_generate_output(run, name, allow_missing_ids=allow_missing_ids, load_token_values=False)
-    return parsed.name, parsed
+@dataclass
+class _Plan:
+    """What :func:`evaluate` computes, checked: the sets (all from the same model), measures and options."""
 
+    sets: List[_Set]  # the ID set first
+    header: UncertaintyHeader  # the same in every set
+    measures: List[str]
+    quality: str  # "bleu" or "wer"
+    nbest: List[int]  # N-best sizes, ascending
+    weightings: List[str]
+    notes: List[str] = field(default_factory=list)
+    warnings: List[str] = field(default_factory=list)
 
-def _pct(x: float) -> Optional[float]:
-    return None if x is None or not np.isfinite(x) else 100.0 * float(x)
+    @property
+    def id_set(self) -> _Set:
+        return self.sets[0]
 
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.floating, float)):
-        return float(obj) if math.isfinite(float(obj)) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    return obj
-
-
-def _combos(nbest: Sequence[int], weightings: Sequence[str]) -> List[Tuple[int, str]]:
-    """(n, weighting) pairs worth showing: for n = 1 every weighting gives the same numbers."""
-    return [(n, w) for n in nbest for w in weightings if n > 1 or w == weightings[0]]
-
-
-def _combo_label(n: int, w: str) -> str:
-    return "n=1" if n == 1 else f"n={n} {w}"
+    @property
+    def combinations(self) -> List[Combination]:
+        return [(n, w) for n in self.nbest for w in self.weightings]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -106,7 +106,9 @@ def evaluate(
     """Evaluate one model's fairseq-generate outputs on an in-domain set and out-of-domain sets.
 
     Args:
-        id_run: the in-domain set: a :class:`GenerateRun` or the path of a generate output.
+        id_run: the in-domain set: a :class:`GenerateRun` or the path of a generate output (its uncertainty
+            file ``uncertainty-<subset>.txt`` is found next to a ``generate-<subset>.txt``; for another one,
+            read the run with :func:`read_generate_output` and its ``uncertainty_path``).
         ood_runs: out-of-domain sets, ``{name: run or path}`` or a sequence of runs/paths (named after the
             run/file). May be empty (then only quality and prediction rejection are reported).
         id_name: name of the ID set (default: the run's name).
@@ -121,7 +123,7 @@ def evaluate(
         allow_missing_ids: when reading paths, accept sample ids that are not contiguous (with a warning).
 
     Returns:
-        The report as a JSON-serialisable dict (structure in the module docstring):
+        The report as a JSON-serialisable dict (structure in the module docstring; BLEU, WER, AUC, PRR in %):
         ``ood_detection[ood][str(n)][weighting][measure] = {"roc_auc": %, "pr_auc": %}``,
         ``prr[set][str(n)][weighting][measure] = %``, ``sets``, ``settings``, ``model``, ``notes``,
         ``warnings``, ``plots``.
@@ -130,6 +132,28 @@ def evaluate(
         ValueError: unusable inputs (no uncertainty lines, sets from different models, bad options, ...).
         FileNotFoundError: a path that does not exist.
     """
+    plan = _plan(id_run, ood_runs, id_name=id_name, quality=quality, nbest=nbest, weightings=weightings,
+                 allow_missing_ids=allow_missing_ids)
+    aggregates, top1 = _aggregate_measures(plan)
+    sets, errors = _quality_per_set(plan, top1)
+    ood_detection = _ood_detection(plan, aggregates, sets)
+    prr, curves = _prediction_rejection(plan, aggregates, errors)
+    report = _assemble(plan, sets, ood_detection, prr)
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        if plots:
+            report["plots"] = _draw_plots(out, plan, aggregates, curves, ood_detection)
+        write_report(report, out)
+    return _jsonable(report)
+
+
+# -- load and check ---------------------------------------------------------------------------------------------
+
+
+def _plan(id_run: RunLike, ood_runs: Union[Mapping[str, RunLike], Sequence[RunLike]], *, id_name: Optional[str],
+          quality: str, nbest, weightings: Sequence[str], allow_missing_ids: bool) -> _Plan:
+    """Load the sets and check them and the options; the sets' warnings become the report's."""
     if quality not in QUALITY_CHOICES:
         raise ValueError(f"quality must be one of {QUALITY_CHOICES}, got {quality!r}")
     weightings = list(dict.fromkeys(weightings))
@@ -138,324 +162,294 @@ def evaluate(
             raise ValueError(f"weighting must be among {WEIGHTINGS}, got {w!r}")
     if not weightings:
         raise ValueError("no N-best weighting given")
+    sets = _load_sets(id_run, ood_runs, id_name, allow_missing_ids)
+    header = _common_header(sets)
+    if not header.measures:
+        raise ValueError(f"the #SU-columns header of {sets[0].run.path} names no uncertainty measure "
+                         f"(only {', '.join(header.columns)})")
+    plan = _Plan(sets, header, list(header.measures), quality, nbest=[], weightings=weightings)
+    for s in sets:
+        # the missing references get a note of their own (_quality_per_set)
+        plan.warnings.extend(f"{s.name}: {w}" for w in s.run.warnings if w != NO_REFERENCES_WARNING)
+    if "prob" in weightings and "log_prob" not in header.columns:
+        plan.weightings = [w for w in weightings if w != "prob"]
+        plan.warnings.append("no log_prob SU column: probability-weighted N-best aggregation skipped")
+        if not plan.weightings:
+            raise ValueError("weighting 'prob' needs a log_prob SU column, which these outputs do not have")
+    plan.nbest = _nbest_sizes(nbest, sets)
+    for s in sets:
+        short = sum(1 for sentence in s.run.sentences if len(sentence.hypotheses) < plan.nbest[-1])
+        if short:
+            plan.notes.append(f"{s.name}: {short} sentence(s) have fewer than {plan.nbest[-1]} hypotheses; their "
+                              f"N-best aggregates use the hypotheses they have")
+    return plan
 
-    # --- load and check the runs ---------------------------------------------------------------------------
-    id_name, id_run = _load(id_run, id_name, allow_missing_ids)
+
+def _load(run: RunLike, name: Optional[str], allow_missing_ids: bool) -> Tuple[str, GenerateRun]:
+    """(name, run) of a run or of the path of a generate output (sequence-level values only)."""
+    if isinstance(run, GenerateRun):
+        return (name or run.name), run
+    parsed = read_generate_output(run, name, allow_missing_ids=allow_missing_ids, load_token_values=False)
+    return parsed.name, parsed
+
+
+def _load_sets(id_run: RunLike, ood_runs: Union[Mapping[str, RunLike], Sequence[RunLike]],
+               id_name: Optional[str], allow_missing_ids: bool) -> List[_Set]:
+    """The ID set and the OOD sets, read where given as paths; their names must be unique."""
+    name, run = _load(id_run, id_name, allow_missing_ids)
+    sets = [_Set(name, "id", run)]
     if isinstance(ood_runs, Mapping):
-        ood_items = [_load(run, name, allow_missing_ids) for name, run in ood_runs.items()]
+        loaded = [_load(run, name, allow_missing_ids) for name, run in ood_runs.items()]
     else:
-        ood_items = [_load(run, None, allow_missing_ids) for run in ood_runs]
-    runs: List[Tuple[str, str, GenerateRun]] = [(id_name, "id", id_run)] + [(n, "ood", r) for n, r in ood_items]
-    names = [name for name, _, _ in runs]
+        loaded = [_load(run, None, allow_missing_ids) for run in ood_runs]
+    sets += [_Set(name, "ood", run) for name, run in loaded]
+    names = [s.name for s in sets]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ValueError(f"set names must be unique, got {dupes} more than once (name them: --ood NAME=FILE)")
+    return sets
 
-    for name, _, run in runs:
-        if run.header is None or not run.has_uncertainty:
-            raise ValueError(f"set {name!r} ({run.path}) has no sequence uncertainty (SU-) lines: "
+
+def _common_header(sets: List[_Set]) -> UncertaintyHeader:
+    """The uncertainty header every set has (same model, same options), or a ValueError naming the odd set."""
+    for s in sets:
+        if s.run.header is None or not s.run.has_uncertainty:
+            raise ValueError(f"set {s.name!r} ({s.run.path}) has no sequence uncertainty (SU-) lines: "
                              f"{NO_UNCERTAINTY_HINT}")
-    id_header = id_run.header
+    id_set = sets[0]
+    id_header = id_set.run.header
     assert id_header is not None
-    for name, _, run in runs[1:]:
-        h = run.header
+    for s in sets[1:]:
+        h = s.run.header
         assert h is not None
         if (h.kind, h.members, h.columns) != (id_header.kind, id_header.members, id_header.columns):
             raise ValueError(
-                f"set {name!r} ({run.path}) and the ID set {id_name!r} ({id_run.path}) come from different models "
-                f"or uncertainty options: {h.describe()} vs {id_header.describe()}. Generate every set with the "
-                f"same checkpoint(s) and options."
+                f"set {s.name!r} ({s.run.path}) and the ID set {id_set.name!r} ({id_set.run.path}) come from "
+                f"different models or uncertainty options: {h.describe()} vs {id_header.describe()}. Generate "
+                f"every set with the same checkpoint(s) and options."
             )
-    measures = list(id_header.measures)
-    if not measures:
-        raise ValueError(f"the #SU-columns header of {id_run.path} names no uncertainty measure "
-                         f"(only {', '.join(id_header.columns)})")
+    return id_header
 
-    warnings: List[str] = []
-    notes: List[str] = []
-    for name, _, run in runs:
-        # the missing references get a note of their own below
-        warnings.extend(f"{name}: {w}" for w in run.warnings if w != NO_REFERENCES_WARNING)
 
-    if "prob" in weightings and "log_prob" not in id_header.columns:
-        weightings = [w for w in weightings if w != "prob"]
-        warnings.append("no log_prob SU column: probability-weighted N-best aggregation skipped")
-        if not weightings:
-            raise ValueError("weighting 'prob' needs a log_prob SU column, which these outputs do not have")
-
-    available = min(run.max_nbest for _, _, run in runs)
+def _nbest_sizes(nbest: Optional[Union[int, Sequence[int]]], sets: List[_Set]) -> List[int]:
+    """The N-best sizes, ascending: the requested ones (each at most what every set has), or 1 and the largest
+    every set has."""
+    available = min(s.run.max_nbest for s in sets)
     if nbest is None:
-        ns = sorted({1, available})
-    else:
-        ns = sorted({int(n) for n in ([nbest] if isinstance(nbest, (int, np.integer)) else nbest)})
-        if not ns or ns[0] < 1:
-            raise ValueError(f"nbest values must be >= 1, got {nbest}")
-        for name, _, run in runs:
-            if ns[-1] > run.max_nbest:
-                raise ValueError(
-                    f"N-best size {ns[-1]} requested, but set {name!r} ({run.path}) has at most {run.max_nbest} "
-                    f"hypotheses per sentence (fairseq-generate --nbest); use --nbest <= {available} or regenerate"
-                )
-    for name, _, run in runs:
-        short = sum(1 for s in run.sentences if len(s.hypotheses) < ns[-1])
-        if short:
-            notes.append(f"{name}: {short} sentence(s) have fewer than {ns[-1]} hypotheses; their N-best "
-                         f"aggregates use the hypotheses they have")
+        return sorted({1, available})
+    ns = sorted({int(n) for n in ([nbest] if isinstance(nbest, (int, np.integer)) else nbest)})
+    if not ns or ns[0] < 1:
+        raise ValueError(f"nbest values must be >= 1, got {nbest}")
+    for s in sets:
+        if ns[-1] > s.run.max_nbest:
+            raise ValueError(
+                f"N-best size {ns[-1]} requested, but set {s.name!r} ({s.run.path}) has at most {s.run.max_nbest} "
+                f"hypotheses per sentence (fairseq-generate --nbest); use --nbest <= {available} or regenerate"
+            )
+    return ns
 
-    # --- aggregated measures per set: agg[name][(n, w)][measure] -> [N] -----------------------------------
-    col = {c: i for i, c in enumerate(id_header.columns)}
-    agg: Dict[str, Dict[Tuple[int, str], Dict[str, np.ndarray]]] = {}
-    top1: Dict[str, Dict[str, np.ndarray]] = {}  # [N] values of the top-1 hypothesis
-    for name, _, run in runs:
-        su = run.su_array(ns[-1])  # [N, n_max, C], NaN-padded
-        present = ~np.isnan(run.su_matrix("length", ns[-1]))  # [N, n_max] hypothesis exists
-        for m in measures:
+
+# -- compute ------------------------------------------------------------------------------------------------------
+
+
+def _aggregate_measures(plan: _Plan) -> Tuple[Dict[str, SetAggregates], Dict[str, Dict[str, np.ndarray]]]:
+    """Per set: every measure aggregated over the top-n hypotheses for every (n, weighting), ``[N]`` each, and
+    the measures of the top-1 hypothesis, ``{measure: [N]}`` (nats). Warns about non-finite values."""
+    col = {c: i for i, c in enumerate(plan.header.columns)}
+    n_max = plan.nbest[-1]
+    aggregates: Dict[str, SetAggregates] = {}
+    top1: Dict[str, Dict[str, np.ndarray]] = {}
+    for s in plan.sets:
+        su = s.run.su_array(n_max)  # [N, n_max, C], NaN-padded
+        present = ~np.isnan(s.run.su_matrix("length", n_max))  # [N, n_max] hypothesis exists
+        for m in plan.measures:
             bad = int((~np.isfinite(su[:, :, col[m]]) & present).sum())
             if bad:
-                warnings.append(f"{name}: {bad} non-finite value(s) of {m}; ranked as most uncertain (NaN, +inf) "
-                                f"or least uncertain (-inf)")
+                plan.warnings.append(f"{s.name}: {bad} non-finite value(s) of {m}; ranked as most uncertain (NaN, "
+                                     f"+inf) or least uncertain (-inf)")
         log_probs = su[:, :, col["log_prob"]] if "log_prob" in col else None
-        top1[name] = {m: su[:, 0, col[m]] for m in measures}
-        agg[name] = {}
-        for n in ns:
-            for w in weightings:
-                agg[name][(n, w)] = {
-                    m: metrics.nbest_aggregate(su[:, :n, col[m]], None if log_probs is None else log_probs[:, :n], w)
-                    for m in measures
-                }
+        top1[s.name] = {m: su[:, 0, col[m]] for m in plan.measures}
+        aggregates[s.name] = {
+            (n, w): {m: nbest_aggregate(su[:, :n, col[m]], None if log_probs is None else log_probs[:, :n], w)
+                     for m in plan.measures}
+            for n, w in plan.combinations
+        }
+    return aggregates, top1
 
-    # --- quality ------------------------------------------------------------------------------------------
+
+def _set_info(s: _Set, top1: Dict[str, np.ndarray]) -> Dict[str, Any]:
+    """``sets[NAME]`` of the report, without quality."""
+    run = s.run
+    return {
+        "role": s.role,
+        "path": run.path,
+        "uncertainty_path": run.uncertainty_path,
+        "num_sentences": run.num_sentences,
+        "max_nbest": run.max_nbest,
+        "min_nbest": run.min_nbest,
+        "has_references": run.has_references,
+        "empty_top1_hypotheses": sum(1 for sentence in run.sentences if not sentence.hypotheses[0].text.strip()),
+        "fairseq_subset": run.subset,
+        "fairseq_beam": run.beam,
+        "fairseq_result": run.fairseq_result,
+        "fairseq_bleu": run.fairseq_bleu,
+        "quality": None,
+        # mean of each measure over the top-1 hypotheses (finite values only)
+        "measure_means": {m: float(np.mean(v[np.isfinite(v)])) if np.isfinite(v).any() else None
+                          for m, v in top1.items()},
+    }
+
+
+def _quality_per_set(plan: _Plan, top1: Dict[str, Dict[str, np.ndarray]]
+                     ) -> Tuple[Dict[str, Any], Dict[str, np.ndarray]]:
+    """``sets`` of the report (corpus BLEU/WER of the top-1 hypotheses, %) and, per set with references, the
+    per-sentence errors ``[N]`` (%) that prediction rejection ranks."""
     sets: Dict[str, Any] = {}
     errors: Dict[str, np.ndarray] = {}
-    for name, role, run in runs:
-        info: Dict[str, Any] = {
-            "role": role,
-            "path": run.path,
-            "num_sentences": run.num_sentences,
-            "max_nbest": run.max_nbest,
-            "min_nbest": run.min_nbest,
-            "has_references": run.has_references,
-            "empty_top1_hypotheses": sum(1 for s in run.sentences if not s.hypotheses[0].text.strip()),
-            "fairseq_subset": run.subset,
-            "fairseq_beam": run.beam,
-            "fairseq_result": run.fairseq_result,
-            "fairseq_bleu": run.fairseq_bleu,
-            "quality": None,
-            # mean of each measure over the top-1 hypotheses (finite values only)
-            "measure_means": {m: float(np.mean(v[np.isfinite(v)])) if np.isfinite(v).any() else None
-                              for m, v in top1[name].items()},
-        }
-        if run.has_references:
-            hyps, refs = run.hypotheses(0), run.references()
-            info["quality"] = {"bleu": metrics.corpus_bleu(hyps, refs), "wer": metrics.corpus_wer(hyps, refs)}
-            errors[name] = metrics.sentence_errors(hyps, refs, quality)
-            info["quality"]["mean_sentence_error"] = float(errors[name].mean())
+    for s in plan.sets:
+        info = _set_info(s, top1[s.name])
+        if s.run.has_references:
+            hyps, refs = s.run.hypotheses(0), s.run.references()
+            info["quality"] = {"bleu": corpus_bleu(hyps, refs), "wer": corpus_wer(hyps, refs)}
+            errors[s.name] = sentence_errors(hyps, refs, plan.quality)
+            info["quality"]["mean_sentence_error"] = float(errors[s.name].mean())
         else:
-            what = "the ID set" if role == "id" else "OOD set"
-            notes.append(f"{what} {name!r} has no reference (T-) lines: corpus BLEU/WER and prediction rejection "
-                         f"(PRR) cannot be computed for it" + ("; OOD detection is still reported" if role == "id"
-                                                              else ""))
-        sets[name] = info
+            what = "the ID set" if s.role == "id" else "OOD set"
+            plan.notes.append(f"{what} {s.name!r} has no reference (T-) lines: corpus BLEU/WER and prediction "
+                              f"rejection (PRR) cannot be computed for it"
+                              + ("; OOD detection is still reported" if s.role == "id" else ""))
+        sets[s.name] = info
+    return sets, errors
 
-    # --- OOD detection --------------------------------------------------------------------------------------
-    ood_detection: Dict[str, Any] = {}
-    for name, _, run in runs[1:]:
-        n_id, n_ood = id_run.num_sentences, run.num_sentences
-        sets[name]["pr_auc_chance"] = 100.0 * n_ood / (n_id + n_ood)
-        res: Dict[str, Any] = {}
-        for n in ns:
-            res[str(n)] = {}
-            for w in weightings:
-                res[str(n)][w] = {}
-                for m in measures:
-                    scores = metrics.ood_detection_scores(agg[id_name][(n, w)][m], agg[name][(n, w)][m])
-                    res[str(n)][w][m] = {"roc_auc": _pct(scores["roc_auc"]), "pr_auc": _pct(scores["pr_auc"])}
-        ood_detection[name] = res
 
-    # --- prediction rejection -------------------------------------------------------------------------------
+def _pct(x: Optional[float]) -> Optional[float]:
+    """A fraction in %, None when not finite."""
+    return None if x is None or not np.isfinite(x) else 100.0 * float(x)
+
+
+def _ood_detection(plan: _Plan, aggregates: Dict[str, SetAggregates], sets: Dict[str, Any]) -> Dict[str, Any]:
+    """``ood_detection[OOD][str(n)][weighting][measure] = {"roc_auc": %, "pr_auc": %}``; adds each OOD set's
+    ``pr_auc_chance`` (%) to ``sets``."""
+    id_set = plan.id_set
+    result: Dict[str, Any] = {}
+    for s in plan.sets[1:]:
+        n_id, n_ood = id_set.run.num_sentences, s.run.num_sentences
+        sets[s.name]["pr_auc_chance"] = 100.0 * n_ood / (n_id + n_ood)
+        per_set: Dict[str, Any] = {}
+        for n, w in plan.combinations:
+            per_set.setdefault(str(n), {})[w] = {}
+            for m in plan.measures:
+                scores = ood_detection_scores(aggregates[id_set.name][(n, w)][m], aggregates[s.name][(n, w)][m])
+                per_set[str(n)][w][m] = {"roc_auc": _pct(scores["roc_auc"]), "pr_auc": _pct(scores["pr_auc"])}
+        result[s.name] = per_set
+    return result
+
+
+def _prediction_rejection(plan: _Plan, aggregates: Dict[str, SetAggregates], errors: Dict[str, np.ndarray]
+                          ) -> Tuple[Dict[str, Any], Dict[str, SetCurves]]:
+    """``prr[SET][str(n)][weighting][measure]`` (%) and the curves behind it, for every set with errors."""
     prr: Dict[str, Any] = {}
-    curves: Dict[str, Dict[Tuple[int, str], Dict[str, metrics.RejectionCurves]]] = {}
-    for name, _, run in runs:
-        if name not in errors:
+    curves: Dict[str, SetCurves] = {}
+    for s in plan.sets:
+        if s.name not in errors:
             continue
-        prr[name] = {}
-        curves[name] = {}
-        for n in ns:
-            prr[name][str(n)] = {}
-            for w in weightings:
-                c = {m: metrics.rejection_curves(errors[name], agg[name][(n, w)][m]) for m in measures}
-                curves[name][(n, w)] = c
-                prr[name][str(n)][w] = {m: c[m].prr for m in measures}
-        if not np.isfinite(next(iter(curves[name][(ns[0], weightings[0])].values())).prr):
-            notes.append(f"{name}: all sentences have the same error, PRR is undefined (null)")
+        curves[s.name] = {c: {m: rejection_curves(errors[s.name], aggregates[s.name][c][m]) for m in plan.measures}
+                          for c in plan.combinations}
+        prr[s.name] = {}
+        for (n, w), per_measure in curves[s.name].items():
+            prr[s.name].setdefault(str(n), {})[w] = {m: c.prr for m, c in per_measure.items()}
+        if not np.isfinite(next(iter(curves[s.name][plan.combinations[0]].values())).prr):
+            plan.notes.append(f"{s.name}: all sentences have the same error, PRR is undefined (null)")
+    return prr, curves
 
-    report: Dict[str, Any] = {
+
+# -- assemble and write -------------------------------------------------------------------------------------------
+
+
+def _settings(plan: _Plan) -> Dict[str, Any]:
+    """``settings`` of the report: the options and the definitions of every number."""
+    return {
+        "id_set": plan.id_set.name,
+        "ood_sets": [s.name for s in plan.sets[1:]],
+        "quality": plan.quality,
+        "error": _QUALITY_DOC[plan.quality],
+        "nbest": plan.nbest,
+        "weightings": plan.weightings,
+        "units": "all BLEU, WER, ROC-AUC, PR-AUC, PRR values in %; measures in nats",
+        "sentence_bleu": "sacrebleu sentence BLEU, smooth_method='floor', smooth_value=1.1, effective order, "
+                         "13a tokenisation (the authors' choice)",
+        "corpus_bleu": corpus_bleu_signature(),
+        "wer": "word-level Levenshtein on whitespace-split, case-sensitive text; corpus WER = total edits / "
+               "total reference words",
+        "ood": "OOD = positive class, higher measure = more OOD; ROC-AUC = sklearn roc_auc_score, PR-AUC = "
+               "sklearn average_precision_score",
+        "prr": "100 * (AUC_random - AUC_measure) / (AUC_random - AUC_oracle) of the error-retention curves "
+               "(mean error over all sentences after rejecting the most uncertain fraction, rejected ones "
+               "get error 0); 100 = oracle, 0 = random",
+    }
+
+
+def _assemble(plan: _Plan, sets: Dict[str, Any], ood_detection: Dict[str, Any], prr: Dict[str, Any]
+              ) -> Dict[str, Any]:
+    """The report dict (structure in the module docstring), plots still empty."""
+    header = plan.header
+    return {
         "format": REPORT_FORMAT,
-        "settings": {
-            "id_set": id_name,
-            "ood_sets": [name for name, _, _ in runs[1:]],
-            "quality": quality,
-            "error": _QUALITY_DOC[quality],
-            "nbest": ns,
-            "weightings": weightings,
-            "units": "all BLEU, WER, ROC-AUC, PR-AUC, PRR values in %; measures in nats",
-            "sentence_bleu": "sacrebleu sentence BLEU, smooth_method='floor', smooth_value=1.1, effective order, "
-                             "13a tokenisation (the authors' choice)",
-            "corpus_bleu": metrics.corpus_bleu_signature(),
-            "wer": "word-level Levenshtein on whitespace-split, case-sensitive text; corpus WER = total edits / "
-                   "total reference words",
-            "ood": "OOD = positive class, higher measure = more OOD; ROC-AUC = sklearn roc_auc_score, PR-AUC = "
-                   "sklearn average_precision_score",
-            "prr": "100 * (AUC_random - AUC_measure) / (AUC_random - AUC_oracle) of the error-retention curves "
-                   "(mean error over all sentences after rejecting the most uncertain fraction, rejected ones "
-                   "get error 0); 100 = oracle, 0 = random",
-        },
-        "model": {"kind": id_header.kind, "members": id_header.members, "columns": list(id_header.columns),
-                  "measures": measures},
+        "settings": _settings(plan),
+        "model": {"kind": header.kind, "members": header.members, "columns": list(header.columns),
+                  "measures": plan.measures},
         "sets": sets,
         "ood_detection": ood_detection,
         "prr": prr,
-        "notes": notes,
-        "warnings": warnings,
+        "notes": plan.notes,
+        "warnings": plan.warnings,
         "plots": [],
     }
 
-    if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        if plots:
-            report["plots"] = _draw_plots(out, report, agg, curves, ns, weightings, quality)
-        write_report(report, out)
-    return _jsonable(report)
 
-
-def _draw_plots(out: Path, report, agg, curves, ns, weightings, quality) -> List[str]:
+def _draw_plots(out: Path, plan: _Plan, aggregates: Dict[str, SetAggregates], curves: Dict[str, SetCurves],
+                ood_detection: Dict[str, Any]) -> List[str]:
+    """Rejection curves per set with references and ID-vs-OOD histograms per OOD set, for every shown
+    (n, weighting); returns the PNG paths relative to ``out``."""
     from .plots import plot_ood_histograms, plot_rejection_curves, safe_filename
 
     written: List[str] = []
-    id_name = report["settings"]["id_set"]
-    combos = _combos(ns, weightings)
-    err_label = "100 - sBLEU (%)" if quality == "bleu" else "sentence WER (%)"
+    id_name = plan.id_set.name
+    combos = shown_combinations(plan.nbest, plan.weightings)
+    err_label = "100 - sBLEU (%)" if plan.quality == "bleu" else "sentence WER (%)"
     for name, per_combo in curves.items():
         for n, w in combos:
             suffix = "n1" if n == 1 else f"n{n}_{w}"
             path = out / "plots" / f"rejection_{safe_filename(name)}_{suffix}.png"
             plot_rejection_curves(per_combo[(n, w)], path, error_label=err_label,
-                                  title=f"{name}: prediction rejection ({_combo_label(n, w)})")
+                                  title=f"{name}: prediction rejection ({combination_label(n, w)})")
             written.append(str(path.relative_to(out)))
-    for ood_name, res in report["ood_detection"].items():
+    for ood_name, res in ood_detection.items():
         for n, w in combos:
             suffix = "n1" if n == 1 else f"n{n}_{w}"
             path = out / "plots" / f"hist_{safe_filename(id_name)}_vs_{safe_filename(ood_name)}_{suffix}.png"
             aucs = {m: (v["roc_auc"] if v["roc_auc"] is not None else float("nan"))
                     for m, v in res[str(n)][w].items()}
-            plot_ood_histograms(agg[id_name][(n, w)], agg[ood_name][(n, w)], path, id_name=id_name,
+            plot_ood_histograms(aggregates[id_name][(n, w)], aggregates[ood_name][(n, w)], path, id_name=id_name,
                                 ood_name=ood_name, roc_aucs=aucs,
-                                title=f"{id_name} vs {ood_name} ({_combo_label(n, w)})")
+                                title=f"{id_name} vs {ood_name} ({combination_label(n, w)})")
             written.append(str(path.relative_to(out)))
     return written
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# output
-
-
-def _fmt(x: Optional[float], digits: int = 1) -> str:
-    return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{digits}f}"
-
-
-def _table(header: List[str], rows: List[List[str]], align: Optional[List[str]] = None) -> List[str]:
-    align = align or ["---"] + ["---:"] * (len(header) - 1)
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return lines
-
-
-def _measure_table(measures: List[str], columns: List[Tuple[str, Dict[str, Optional[float]]]]) -> List[str]:
-    """Rows = measures, one column per (label, {measure: value}); the best (largest) value per column bold."""
-    best = {}
-    for label, vals in columns:
-        finite = [v for v in vals.values() if v is not None and math.isfinite(v)]
-        best[label] = max(finite) if finite else None
-    rows = []
-    for m in measures:
-        row = [f"`{m}`"]
-        for label, vals in columns:
-            v = vals.get(m)
-            s = _fmt(v)
-            if v is not None and best[label] is not None and _fmt(v) == _fmt(best[label]):
-                s = f"**{s}**"
-            row.append(s)
-        rows.append(row)
-    return _table(["measure"] + [label for label, _ in columns], rows)
-
-
-def render_markdown(report: Mapping[str, Any]) -> str:
-    """Markdown summary of a report (the dict of :func:`evaluate`, or ``report.json`` loaded)."""
-    st, model, sets = report["settings"], report["model"], report["sets"]
-    ns, weightings = [int(n) for n in st["nbest"]], list(st["weightings"])
-    combos = _combos(ns, weightings)
-    id_name = st["id_set"]
-    lines = ["# proxy-end2-evaluate report", ""]
-    lines.append(f"Model: `{model['kind']}`, members = {model['members']}. ID set: **{id_name}**; OOD sets: "
-                 + (", ".join(f"**{n}**" for n in st["ood_sets"]) or "none") + ".")
-    lines.append("")
-    lines.append("Measures (SU columns, higher = more uncertain): " + ", ".join(f"`{m}`" for m in model["measures"])
-                 + ".")
-    lines.append(f"N-best n = {', '.join(map(str, ns))}; weighting: "
-                 + "; ".join(f"{w} = {_WEIGHTING_DOC[w]}" for w in weightings)
-                 + (" (for n = 1 they coincide)." if 1 in ns and len(weightings) > 1 else "."))
-    lines.append("All numbers in %.")
-    lines.append("")
-
-    lines += ["## Quality (top-1 hypothesis)", ""]
-    rows = []
-    for name, info in sets.items():
-        q = info.get("quality")
-        rows.append([
-            name, info["role"].upper(), str(info["num_sentences"]), str(info["max_nbest"]),
-            _fmt(q["bleu"], 2) if q else "n/a (no T- lines)",
-            _fmt(q["wer"], 2) if q else "n/a",
-            (info.get("fairseq_result") or "-").split(",")[0],
-        ])
-    lines += _table(["set", "role", "sentences", "hyps/sentence", "BLEU (sacrebleu)", "WER", "fairseq's scorer"],
-                    rows, ["---", "---", "---:", "---:", "---:", "---:", "---"])
-    lines.append("")
-
-    for ood_name, res in report["ood_detection"].items():
-        n_id, n_ood = sets[id_name]["num_sentences"], sets[ood_name]["num_sentences"]
-        lines += [f"## OOD detection: {id_name} (ID, {n_id}) vs {ood_name} (OOD, {n_ood})", ""]
-        lines.append(f"ROC-AUC and PR-AUC, OOD = positive class; PR-AUC of a random detector = "
-                     f"{_fmt(sets[ood_name].get('pr_auc_chance'))}.")
-        lines.append("")
-        cols = []
-        for n, w in combos:
-            vals = res[str(n)][w]
-            cols.append((f"{_combo_label(n, w)} ROC", {m: v["roc_auc"] for m, v in vals.items()}))
-            cols.append((f"{_combo_label(n, w)} PR", {m: v["pr_auc"] for m, v in vals.items()}))
-        lines += _measure_table(model["measures"], cols)
-        lines.append("")
-
-    q = st["quality"]
-    for name, res in report["prr"].items():
-        err = sets[name]["quality"]["mean_sentence_error"]
-        lines += [f"## Sequence error detection on {name} ({sets[name]['role'].upper()}): PRR", ""]
-        lines.append(f"Error = {_QUALITY_DOC[q]} (mean {_fmt(err, 2)}); rejecting the most uncertain first; "
-                     f"100 = oracle, 0 = random.")
-        lines.append("")
-        lines += _measure_table(model["measures"], [(_combo_label(n, w), res[str(n)][w]) for n, w in combos])
-        lines.append("")
-    if not report["prr"]:
-        lines += ["## Sequence error detection", "",
-                  "Not computed: no set has reference (T-) lines.", ""]
-
-    if report.get("notes"):
-        lines += ["## Notes", ""] + [f"* {n}" for n in report["notes"]] + [""]
-    if report.get("warnings"):
-        lines += ["## Warnings", ""] + [f"* {w}" for w in report["warnings"]] + [""]
-    if report.get("plots"):
-        lines += ["## Plots", ""] + [f"* `{p}`" for p in report["plots"]] + [""]
-    return "\n".join(lines)
+def _jsonable(obj: Any) -> Any:
+    """Plain JSON types: numpy scalars to Python ones, non-finite floats to None, keys to str."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        return float(obj) if math.isfinite(float(obj)) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
 
 
 def write_report(report: Mapping[str, Any], out_dir: Union[str, os.PathLike]) -> Tuple[Path, Path]:

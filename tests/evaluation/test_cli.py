@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
+import textwrap
 from pathlib import Path
 from typing import Dict, List, Sequence
 
@@ -216,9 +219,156 @@ def test_cli_truncated_file(files, tmp_path, capsys):
 
 def test_console_script_installed():
     """``proxy-end2-evaluate`` is declared in setup.py and installed next to this interpreter (pip install -e .).
-    Checked through the package metadata, not by running it: a new interpreter imports fairseq (seconds)."""
+    Checked through the package metadata; running it is test_cli_runs_without_fairseq_and_torch."""
     from importlib.metadata import entry_points
 
     scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts")}
     assert scripts.get("proxy-end2-evaluate") == "proxy_end2.evaluation.cli:main"
     assert (Path(sys.executable).parent / "proxy-end2-evaluate").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# uncertainty lines in a separate file: --results-path (found next to generate-X.txt) or --uncertainty-output
+
+
+def split_output(single: Path, generate: Path, uncertainty: Path) -> None:
+    """Write the lines of a one-stream output as fairseq's file and our writer's file."""
+    lines = single.read_text().splitlines(keepends=True)
+    ours = ("#SU-columns", "#TU-columns", "SU-", "TU-")
+    generate.parent.mkdir(parents=True, exist_ok=True)
+    generate.write_text("".join(line for line in lines if not line.startswith(ours)))
+    uncertainty.write_text("".join(line for line in lines if line.startswith(ours)))
+
+
+def without_paths(report: dict) -> dict:
+    for info in report["sets"].values():
+        info.pop("path"), info.pop("uncertainty_path")
+    return report
+
+
+def test_cli_uncertainty_in_separate_files(files, tmp_path, capsys):
+    ref_out, out = tmp_path / "single", tmp_path / "split"
+    common = ["--nbest", "1", "3", "--no-plots", "--quiet"]
+    assert main(["--id", f"newstest={files['id']}", "--ood", f"perm={files['ood']}", "--ood", f"t5={files['ood_refs']}",
+                 "--out", str(ref_out)] + common) == 0
+    results = tmp_path / "results"  # --results-path: the uncertainty file is found next to generate-test.txt
+    split_output(files["id"], results / "generate-test.txt", results / "uncertainty-test.txt")
+    # --uncertainty-output FILE: any names, given as NAME=FILE,UNCERTAINTY_FILE (or FILE,UNCERTAINTY_FILE)
+    split_output(files["ood"], tmp_path / "perm.out", tmp_path / "perm.unc")
+    split_output(files["ood_refs"], tmp_path / "t5.out", tmp_path / "t5.unc")
+    assert main(["--id", f"newstest={results / 'generate-test.txt'}",
+                 "--ood", f"perm={tmp_path / 'perm.out'},{tmp_path / 'perm.unc'}",
+                 "--ood", f"{tmp_path / 't5.out'},{tmp_path / 't5.unc'}", "--out", str(out)] + common) == 0
+    assert "wrote" in capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    sets = report["sets"]
+    assert (sets["newstest"]["path"], sets["newstest"]["uncertainty_path"]) == (
+        str(results / "generate-test.txt"), str(results / "uncertainty-test.txt"))
+    assert sets["perm"]["uncertainty_path"] == str(tmp_path / "perm.unc")
+    assert report["settings"]["ood_sets"] == ["perm", "t5"]  # named after t5.out
+    expected = json.loads((ref_out / "report.json").read_text())
+    assert expected["sets"]["newstest"]["uncertainty_path"] is None
+    assert without_paths(report) == without_paths(expected)  # the same numbers, wherever the lines are
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("perm=", "expected NAME=FILE or NAME=FILE,UNCERTAINTY_FILE"),
+        ("={ood}", "expected NAME=FILE or NAME=FILE,UNCERTAINTY_FILE"),
+        ("perm={ood},", "expected NAME=FILE or NAME=FILE,UNCERTAINTY_FILE"),
+        ("perm={ood},{ood}.missing", "--ood {ood}.missing: no such file"),
+        ("perm={ood}.missing,{ood}", "--ood {ood}.missing: no such file"),
+    ],
+)
+def test_cli_bad_set_spec(files, tmp_path, capsys, spec, message):
+    spec, message = (x.format(ood=files["ood"]) for x in (spec, message))
+    rc = main(["--id", f"newstest={files['id']}", "--ood", spec, "--out", str(tmp_path / "o"), "--no-plots"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "proxy-end2-evaluate: error: " in err and message in err
+
+
+def test_cli_missing_or_truncated_uncertainty_file(files, tmp_path, capsys):
+    generate, uncertainty = tmp_path / "generate-test.txt", tmp_path / "uncertainty-test.txt"
+    split_output(files["id"], generate, uncertainty)
+    lines = uncertainty.read_text().splitlines(keepends=True)
+    uncertainty.write_text("".join(lines[: len(lines) // 2]))  # cut short
+    args = ["--id", f"newstest={generate}", "--ood", f"perm={files['ood']}", "--out", str(tmp_path / "o")]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert f"the uncertainty file {uncertainty} may be cut short" in err and f"{generate}:" in err
+    uncertainty.unlink()  # missing
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert f"no #SU-columns header and no SU- line in {generate}, and there is no uncertainty file {uncertainty}" in err
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# fast start: the evaluator never imports fairseq or torch
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+_RUN_WITH_FAIRSEQ_AND_TORCH_BLOCKED = textwrap.dedent(
+    r"""
+    import importlib.abc
+    import importlib.util
+    import runpy
+    import sys
+
+    BLOCKED = ("fairseq", "fairseq_cli", "torch")
+    attempts = []
+
+    def blocked(name):
+        return name.split(".")[0] in BLOCKED
+
+    class Block(importlib.abc.MetaPathFinder):
+        # first finder: importing a blocked package fails as if it were not installed
+        def find_spec(self, name, path=None, target=None):
+            if blocked(name):
+                attempts.append(name)
+                raise ModuleNotFoundError(f"No module named {name!r} (blocked by test)", name=name)
+            return None
+
+    sys.meta_path.insert(0, Block())
+    real_find_spec = importlib.util.find_spec
+    # proxy_end2/__init__.py asks find_spec("fairseq") whether to register the fairseq components
+    importlib.util.find_spec = lambda name, package=None: None if blocked(name) else real_find_spec(name, package)
+    for name in BLOCKED:
+        try:
+            __import__(name)
+        except ImportError:
+            pass
+        else:
+            raise SystemExit(f"the block of {name} did not work")
+    attempts.clear()
+
+    sys.argv = ["proxy-end2-evaluate"] + sys.argv[1:]
+    try:
+        runpy.run_module("proxy_end2.evaluation.cli", run_name="__main__", alter_sys=True)
+    except SystemExit as exc:
+        assert exc.code == 0, f"exit status {exc.code}"
+    else:
+        raise AssertionError("the CLI did not exit")
+    loaded = sorted(m for m in sys.modules if blocked(m))
+    assert not loaded, f"loaded: {loaded}"
+    assert not attempts, f"imports attempted: {attempts}"
+    print("NO-FAIRSEQ-NO-TORCH-OK", file=sys.stderr)
+    """
+)
+
+
+def test_cli_runs_without_fairseq_and_torch(files, tmp_path):
+    """``python -m proxy_end2.evaluation.cli`` in a fresh interpreter where fairseq and torch cannot be imported
+    (nor found by ``importlib.util.find_spec``): it writes the report (plots included) and never tries to import
+    them, so it starts fast and runs where they are not installed."""
+    out = tmp_path / "report"
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run(
+        [sys.executable, "-c", _RUN_WITH_FAIRSEQ_AND_TORCH_BLOCKED, "--id", f"newstest={files['id']}",
+         "--ood", f"perm={files['ood']}", "--out", str(out), "--nbest", "1", "--quiet"],
+        cwd=str(REPO_ROOT), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300,
+    )
+    assert proc.returncode == 0 and "NO-FAIRSEQ-NO-TORCH-OK" in proc.stdout, proc.stdout[-4000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["settings"]["id_set"] == "newstest" and len(report["plots"]) == 2
+    assert report["ood_detection"]["perm"]["1"]["uniform"]["entropy_of_expected"]["roc_auc"] > 90
