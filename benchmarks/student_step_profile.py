@@ -1,15 +1,19 @@
 """Where the time of one distillation step goes on CPU: teachers, student forward, criterion, backward, optimizer.
 
-Uses a main-job output folder (its data-bin and teachers), builds a ``prior_transformer_tiny`` student and
-times ``--steps`` training steps of ``--criterion`` (milliseconds per step, mean). The criterion's time
-includes a second student forward (it runs the model itself). Run it with and without glibc's malloc
-thresholds to see what ``proxy_end2.main_job.MALLOC_ENV`` buys::
+Uses the output folder of the synthetic example's main job (``examples/synthetic``: its ``data-bin/`` and
+``teachers/teacher*/checkpoint_best.pt``), builds a ``prior_transformer_tiny`` student and times ``--steps``
+training steps of ``--criterion`` (milliseconds per step, mean, wall clock). The criterion's time includes a
+second student forward (it runs the model itself). Run it with and without glibc's malloc thresholds to see
+what the main job's ``MALLOC_ENV`` (``examples/synthetic/main_job.py``) buys::
 
-    OMP_NUM_THREADS=1 python benchmarks/student_step_profile.py runs/main_job
+    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/student_step_profile.py runs/main_job
     OMP_NUM_THREADS=1 MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=4294967296 \\
-        python benchmarks/student_step_profile.py runs/main_job
+        PYTHONPATH=. python benchmarks/student_step_profile.py runs/main_job
+
+Needs fairseq.
 """
 import argparse
+import os
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -19,13 +23,17 @@ import torch
 from fairseq import options, tasks
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
-from proxy_end2.main_job import SRC, TGT, USER_DIR
-from proxy_end2.tasks.translation_distillation import TEACHER_STATS_KEY
+import proxy_end2
+import proxy_end2.plugin  # noqa: F401  (registers the task, model and criteria with fairseq)
+from proxy_end2.constants import TEACHER_STATS_KEY
+
+USER_DIR = os.path.dirname(os.path.abspath(proxy_end2.__file__))  # fairseq --user-dir
+SRC, TGT = "src", "tgt"  # the language suffixes of the main job's data-bin
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("job", type=Path, help="a main-job output folder (data-bin/, teachers/teacher*/)")
+    parser.add_argument("job", type=Path, help="a main-job output folder (data-bin/, teachers/teacher*/checkpoint_best.pt)")
     parser.add_argument("--criterion", default="proxy_dirichlet_distillation")
     parser.add_argument("--max-tokens", type=int, default=1024)
     parser.add_argument("--steps", type=int, default=20)

@@ -1,24 +1,27 @@
 #!/usr/bin/env python
-r"""Benchmark: streamed teacher statistics + analytic-backward Proxy-Dirichlet loss vs. the naive
-stacked-logits baseline of the authors' code.
+r"""Benchmark: streamed teacher statistics + analytic-backward Proxy-Dirichlet loss vs. a naive
+stacked-logits baseline.
 
 Two ways to turn the logits of ``M`` teachers and the student's logits at ``N = B*T`` target positions
-(``K`` classes) into the Proxy-Dirichlet RKL loss and the student's gradient:
+(``K`` classes) into the Proxy-Dirichlet reverse-KL loss and the student's gradient:
 
 ``naive``
-    What the reference implementation does (re-derived from ``shared/docs/reference-method.md`` sections 3,
-    5.4 and 6, not ported): the members' logits are stacked into one ``[N, M, K]`` tensor (the
-    ``sample["ensemble_logits"]`` buffer, in the run's dtype), the statistics are computed on it in float32
-    (``probs``, ``logprobs`` ``[N, M, K]``, ``mean_probs``, ExE, U, EPKL, MKL via ``F.kl_div``, MI,
-    precision ``(K-1)/(2 MKL + eps)``, ``+= K * target_offset``), then the loss
+    The straightforward method, written for this benchmark from the method's equations (it imports nothing
+    from ``proxy_end2``): the members' logits are stacked into one ``[N, M, K]`` tensor in the run's dtype
+    (the ``sample["ensemble_logits"]`` buffer of a batch), the statistics are computed on it in float32
+    (``probs`` and ``logprobs`` ``[N, M, K]``, ``mean_probs``, expected entropy, EPKL, MKL via
+    ``F.kl_div``, mutual information, and the target precision ``(K-1)/(2 MKL + eps)`` to which
+    ``K * target_offset`` is added in place), then the per-token loss
     ``C = -sum_k pbar_k [psi(a_k+eps) - psi(a_0+eps)] - H[Dir(a)] * (1/(B+eps) + 1e-11)``
     with ``a = exp(z) + 1`` in float64 and plain ``torch.digamma``/``torch.lgamma``, differentiated by
-    autograd.
+    autograd. ``eps = 2^-23`` and the ``1e-11`` term are the constants of the method's original
+    implementation.
 
 ``streamed``
     ``proxy_end2``: each member's ``[N, K]`` logits are folded into
     :class:`proxy_end2.uncertainty.EnsembleStatisticsAccumulator` (float32) and dropped, then
-    :func:`proxy_end2.losses.proxy_dirichlet_loss_from_stats` (float64 on row chunks, analytic backward).
+    :func:`proxy_end2.losses.proxy_dirichlet_loss_from_stats` (float64 on row chunks, gradient computed in
+    the forward pass) gives the loss.
 
 What is timed (wall clock, ``torch.cuda.synchronize()`` around every section on GPU): the statistics, the
 loss forward and the backward. NOT timed: producing the teachers' logits. There is no teacher network: each
@@ -27,9 +30,9 @@ their destination, identically for both methods (same values bit for bit): into 
 ``naive``, into a fresh ``[N, K]`` tensor per member for ``streamed``. The student's logits are a leaf
 tensor ``[N, K]`` (``requires_grad``) in the same dtype; no padding (every position is a target token).
 
-Peak memory, per phase ("stats": filling the teacher logits + statistics; "loss": loss forward + backward),
-counts everything the method holds alive at that moment, inputs included (the stacked buffer or the current
-member's logits, the student's logits and their gradient):
+Peak memory, per phase ("stats": allocating the student's logits, writing the teacher logits, statistics;
+"loss": loss forward + backward), counts everything the method holds alive at that moment, inputs included
+(the stacked buffer or the current member's logits, the student's logits and their gradient):
 
 * GPU: ``torch.cuda.max_memory_allocated()`` after ``reset_peak_memory_stats()`` at the start of each
   phase, minus ``memory_allocated()`` at the start of the repetition (about 0: each repetition starts
@@ -39,26 +42,28 @@ member's logits, the student's logits and their gradient):
   (method, configuration) runs in a fresh subprocess. This is resident memory, so it includes allocator
   slack and touched pages only; a buffer allocated but never written would not count (none is here).
   The worker runs under ``RLIMIT_AS`` (``--cpu-mem-limit-gib``) so that an allocation beyond it fails
-  with a catchable error, reported as ``OOM``, instead of bringing down the machine.
+  with a catchable error, reported as ``OOM``, instead of bringing down the machine. Only meaningful with
+  ``--cpu-malloc mmap`` (see :data:`MALLOC_ENV`); with ``--cpu-malloc default`` no memory is recorded.
 
 A run that cannot allocate (CUDA OOM, CPU allocator failure, worker killed by a signal) is reported as
 ``OOM`` for that method and configuration; the other configurations go on.
 
 Correctness check printed for every configuration: the relative difference between the two methods of the
 mean loss, of the gradient's norm and of the gradient's inner product with a fixed pseudo-random tensor.
-The two are not the same formula (the naive one has the authors' ``eps = 2^-23`` inside digamma/lgamma and
-the ``1e-11`` term; streamed statistics are log-space), so agreement is expected to ~1e-6, not to 1e-15.
+The two are not the same formula (the naive one has ``eps`` inside digamma/lgamma and the ``1e-11`` term;
+the streamed statistics are computed in log space), so agreement is expected to ~1e-6, not to 1e-15;
+``--loss-diff-check`` breaks the loss difference down.
 
-Usage (see benchmarks/README.md)::
+Usage (the commands behind the recorded results are in benchmarks/README.md)::
 
-    python benchmarks/teacher_statistics.py --device cpu --vocab 40000 --members 10 --tokens 256 1024 \
-        --dtype fp32 --repeats 3 --json benchmarks/results/cpu.json
+    python benchmarks/teacher_statistics.py --device cpu --vocab 40000 --members 10 --tokens 1024 \
+        --dtype fp32 --repeats 2 --json benchmarks/results/teacher_statistics/DATE_DEVICE_CONFIG.json
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
-import math
 import os
 import platform
 import re
@@ -73,18 +78,27 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DTYPES = ("fp32", "fp16", "bf16")
 METHODS = ("naive", "streamed")
-EXTRA_METHODS = ("streamed_inplace",)  # experiment: a proposed in-place accumulator (benchmark-local)
-EPS = 2.0**-23  # torch.finfo(torch.float32).eps, the authors' constant
+EPS = 2.0**-23  # torch.finfo(torch.float32).eps, the constant of the method's original implementation
 MODEL_OFFSET = 1.0  # recipes: --model-offset 1
 TARGET_OFFSET = 1.0  # recipes: --target-offset 1
 GEN_CHUNK_ROWS = 64  # rows of pseudo-random logits generated at a time (bounded temporaries)
 TEACHER_BASE_SCALE = 3.0  # shared part of the members' logits
 TEACHER_NOISE_SCALE = 0.5  # per-member part: gives an MKL of order 0.1 nats
 STUDENT_SCALE = 2.0
+#: package files whose sha256 (first 16 hex digits) is recorded with every result
+FINGERPRINTED = ("proxy_end2/losses", "proxy_end2/uncertainty")
+
+#: glibc malloc settings of CPU workers with --cpu-malloc mmap: every block >= 64 KiB is mmap()ed and
+#: munmap()ed on free (no dynamic threshold), so freed tensors leave the resident set at once and VmRSS/VmHWM
+#: track live memory. With glibc's default, blocks below the dynamic threshold (up to 32 MiB) stay in the heap
+#: after free and are reused without showing up in VmHWM again, which makes per-phase RSS peaks meaningless.
+#: The fixed threshold turns every such allocation into an mmap with page faults, which slows the CPU down:
+#: time CPU runs with --cpu-malloc default instead.
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
 
 
 # ------------------------------------------------------------------------------------------------------
-# Worker side (one method, one configuration, fresh process)
+# Inputs and the naive baseline
 # ------------------------------------------------------------------------------------------------------
 def _torch_dtype(name: str):
     import torch
@@ -123,7 +137,8 @@ def student_logits(n: int, k: int, dtype, device, seed: int):
 
 
 def naive_statistics(ensemble_logits, eps: float = EPS, target_offset: float = TARGET_OFFSET) -> dict:
-    """Reference-method section 3 on the stacked ``[N, M, K]`` logits, float32 accumulation."""
+    """Ensemble statistics on the stacked ``[N, M, K]`` logits, float32 accumulation (all of them, as a
+    criterion that logs them would compute them)."""
     import torch
     import torch.nn.functional as F
 
@@ -151,12 +166,12 @@ def naive_statistics(ensemble_logits, eps: float = EPS, target_offset: float = T
 
 def naive_rkl_loss(z, mean_probs, precision, model_offset: float = MODEL_OFFSET, eps: float = EPS,
                    extra: float = 1e-11):
-    """Reference-method sections 4 and 5.4: per-token RKL proxy cost ``[N]`` in float64, plain autograd."""
+    """Per-token Proxy-Dirichlet RKL cost ``[N]`` in float64 from the plain formulas, for autograd."""
     import torch
 
     k = z.shape[-1]
     alphas = torch.exp(z.to(torch.float64)) + model_offset  # [N, K]
-    alphas = alphas.clamp(max=torch.finfo(torch.float64).max / k - 1)  # the authors' overflow guard (with K)
+    alphas = alphas.clamp(max=torch.finfo(torch.float64).max / k - 1)  # overflow guard of the sum over K
     alpha0 = alphas.sum(-1, keepdim=True)  # [N, 1]
     digamma_gap = torch.digamma(alphas + eps) - torch.digamma(alpha0 + eps)  # [N, K]
     expected_nll = -(mean_probs * digamma_gap).sum(-1)  # [N], float32 pbar promoted to float64
@@ -168,51 +183,9 @@ def naive_rkl_loss(z, mean_probs, precision, model_offset: float = MODEL_OFFSET,
     return expected_nll - entropy * (1.0 / (precision.squeeze(-1) + eps) + extra)  # [N]
 
 
-class InplaceAccumulator:
-    """Experiment (``--methods ... streamed_inplace``), not part of proxy_end2: the same three running sums as
-    :class:`proxy_end2.uncertainty.EnsembleStatisticsAccumulator`, updated in place, with the expected
-    entropy formed with one ``[N, K]`` temporary instead of three, and a consuming ``finalize``. Same values
-    up to float32 round-off order (``0 ln 0`` handled by ``nan_to_num``; member logits are assumed finite,
-    which :meth:`proxy_end2.teachers.TeacherEnsemble.statistics` checks)."""
-
-    def __init__(self, dtype):
-        self.dtype = dtype
-        self.m = 0
-        self.log_sum = self.sum_log = self.sum_neg_entropy = None
-
-    def add(self, member_logits):
-        import torch
-
-        log_probs = torch.log_softmax(member_logits.to(self.dtype), dim=-1)  # [N, K]
-        plogp = log_probs.exp().mul_(log_probs).nan_to_num_(nan=0.0)  # [N, K], p ln p with 0 ln 0 = 0
-        neg_entropy = plogp.sum(-1)
-        del plogp
-        if self.m == 0:
-            self.log_sum, self.sum_log, self.sum_neg_entropy = log_probs, None, neg_entropy
-        else:
-            if self.sum_log is None:  # second member: the first one's log-probs become the sum of logs
-                self.sum_log = self.log_sum.clone()
-            torch.logaddexp(self.log_sum, log_probs, out=self.log_sum)
-            self.sum_log.add_(log_probs)
-            self.sum_neg_entropy.add_(neg_entropy)
-        self.m += 1
-
-    def finalize(self):
-        import math
-
-        from proxy_end2.uncertainty import EnsembleStatistics
-
-        sum_log = self.log_sum.clone() if self.sum_log is None else self.sum_log
-        stats = EnsembleStatistics(
-            log_mean_probs=self.log_sum.sub_(math.log(self.m)),
-            mean_log_probs=sum_log.div_(self.m),
-            expected_entropy=self.sum_neg_entropy.div_(-self.m),
-            num_members=self.m,
-        )
-        self.log_sum = self.sum_log = self.sum_neg_entropy = None  # consumed
-        return stats
-
-
+# ------------------------------------------------------------------------------------------------------
+# Worker side (one method, one configuration, fresh process)
+# ------------------------------------------------------------------------------------------------------
 class _Meter:
     """Peak memory of a phase (see the module docstring) and wall time of timed sections."""
 
@@ -265,85 +238,103 @@ class _Meter:
         return out, time.perf_counter() - t0
 
 
-def _one_repeat(method: str, n: int, k: int, m: int, dtype, device, seed: int, meter: _Meter) -> dict:
+def _stats_phase(method: str, n: int, k: int, m: int, dtype, device, seed: int, meter: _Meter, rec: dict,
+                 held: dict) -> None:
+    """Student's logits, teachers' logits and statistics; what stays alive goes into ``held``."""
     import torch
 
-    from proxy_end2.losses import proxy_dirichlet_loss_from_stats
     from proxy_end2.uncertainty import EnsembleStatisticsAccumulator
 
+    meter.start_phase()
+    held["z"] = student_logits(n, k, dtype, device, seed)
+    if method == "naive":
+        ensemble_logits = torch.empty(n, m, k, dtype=dtype, device=device)  # sample["ensemble_logits"]
+        held["ensemble_logits"] = ensemble_logits  # stays with the batch through the backward
+        for member in range(m):
+            teacher_logits_into(ensemble_logits[:, member], member, seed)
+        held["stats"], rec["stats_s"] = meter.timed(lambda: naive_statistics(ensemble_logits))
+    else:
+        acc = EnsembleStatisticsAccumulator(dtype=torch.float32)
+        rec["stats_s"] = 0.0
+        for member in range(m):
+            logits = torch.empty(n, k, dtype=dtype, device=device)  # what teacher `member` returns
+            teacher_logits_into(logits, member, seed)
+            _, dt = meter.timed(lambda: acc.add(logits))
+            rec["stats_s"] += dt
+            del logits
+        held["stats"], dt = meter.timed(acc.finalize)
+        rec["stats_s"] += dt
+        del acc
+    rec["peak_stats_bytes"] = meter.phase_peak()
+
+
+def _loss_phase(method: str, n: int, meter: _Meter, rec: dict, held: dict) -> None:
+    """Loss forward (per-token cost, summed, divided by N) and backward."""
+    from proxy_end2.losses import proxy_dirichlet_loss_from_stats
+
+    rec["phase"] = "loss"
+    meter.start_phase()
+    z = held["z"]
+    if method == "naive":
+        def fwd():
+            stats = held["stats"]
+            return naive_rkl_loss(z, stats["mean_probs"], stats["precision"]).sum() / n
+
+    else:
+
+        def fwd():
+            cost = proxy_dirichlet_loss_from_stats(
+                z, held["stats"], model_offset=MODEL_OFFSET, target_offset=TARGET_OFFSET, precision="mkl"
+            )
+            return cost.sum() / n
+
+    loss, rec["loss_fwd_s"] = meter.timed(fwd)
+    if method == "naive":
+        # a criterion that computes the statistics from sample["ensemble_logits"] inside its forward drops
+        # them when it returns (autograd keeps what it saved); the stacked logits stay with the batch
+        del held["stats"]
+    # streamed: proxy_end2's task stores the statistics in the sample (TEACHER_STATS_KEY), which lives until
+    # train_step returns, so they stay alive through the backward
+    _, rec["loss_bwd_s"] = meter.timed(loss.backward)
+    rec["peak_loss_bytes"] = meter.phase_peak()
+    rec["loss"] = float(loss.detach())
+
+
+def _gradient_checks(z, n: int, k: int, seed: int, rec: dict) -> None:
+    """Norm and inner product with a fixed probe of the student's gradient (untimed, after the memory)."""
+    import torch
+
+    grad = z.grad.detach()
+    rec["grad_norm"] = float(grad.double().norm())
+    probe = torch.empty(n, k, dtype=torch.float32, device=grad.device)
+    _fill(probe, (seed + 20_000,), (1.0,))
+    rec["grad_dot_probe"] = float((grad.double() * probe.double()).sum())
+    rec["grad_finite"] = bool(torch.isfinite(grad).all())
+
+
+def _is_oom(exc: BaseException) -> bool:
+    msg = str(exc).lower()
+    return isinstance(exc, MemoryError) or any(
+        s in msg for s in ("out of memory", "not enough memory", "can't allocate memory", "cannot allocate")
+    )
+
+
+def _one_repeat(method: str, n: int, k: int, m: int, dtype, device, seed: int, meter: _Meter) -> dict:
     rec = {"phase": "stats"}
+    held: dict = {}  # what the method holds alive between the phases
     meter.start_repeat()
     try:
-        meter.start_phase()
-        z = student_logits(n, k, dtype, device, seed)
-        if method == "naive":
-            ensemble_logits = torch.empty(n, m, k, dtype=dtype, device=device)  # sample["ensemble_logits"]
-            for member in range(m):
-                teacher_logits_into(ensemble_logits[:, member], member, seed)
-            stats, rec["stats_s"] = meter.timed(lambda: naive_statistics(ensemble_logits))
-        else:
-            if method == "streamed":
-                acc = EnsembleStatisticsAccumulator(dtype=torch.float32)
-            else:
-                acc = InplaceAccumulator(dtype=torch.float32)
-            rec["stats_s"] = 0.0
-            for member in range(m):
-                logits = torch.empty(n, k, dtype=dtype, device=device)  # what teacher `member` returns
-                teacher_logits_into(logits, member, seed)
-                _, dt = meter.timed(lambda: acc.add(logits))
-                rec["stats_s"] += dt
-                del logits
-            stats, dt = meter.timed(acc.finalize)
-            rec["stats_s"] += dt
-            del acc
-        rec["peak_stats_bytes"] = meter.phase_peak()
-
-        rec["phase"] = "loss"
-        meter.start_phase()
-        if method == "naive":
-            # the criterion's forward: per-token cost, summed; per-token mean for the comparison
-            def fwd():
-                return naive_rkl_loss(z, stats["mean_probs"], stats["precision"]).sum() / n
-
-        else:
-
-            def fwd():
-                cost = proxy_dirichlet_loss_from_stats(
-                    z, stats, model_offset=MODEL_OFFSET, target_offset=TARGET_OFFSET, precision="mkl"
-                )
-                return cost.sum() / n
-
-        loss, rec["loss_fwd_s"] = meter.timed(fwd)
-        if method == "naive":
-            # the authors' criterion computes the statistics from sample["ensemble_logits"] inside its forward:
-            # they go when it returns (autograd keeps what it saved); the stacked logits stay with the batch
-            del stats
-        # streamed: proxy_end2's task stores the statistics in the sample (TEACHER_STATS_KEY), which lives
-        # until train_step returns, so they stay alive through the backward
-        _, rec["loss_bwd_s"] = meter.timed(loss.backward)
-        rec["peak_loss_bytes"] = meter.phase_peak()
-        rec["loss"] = float(loss.detach())
-        if method == "naive":
-            del ensemble_logits
-        else:
-            del stats
-        del loss
-        # gradient checks (untimed, after the memory measurement)
-        grad = z.grad.detach()
-        rec["grad_norm"] = float(grad.double().norm())
-        probe = torch.empty(n, k, dtype=torch.float32, device=device)
-        _fill(probe, (seed + 20_000,), (1.0,))
-        rec["grad_dot_probe"] = float((grad.double() * probe.double()).sum())
-        rec["grad_finite"] = bool(torch.isfinite(grad).all())
+        _stats_phase(method, n, k, m, dtype, device, seed, meter, rec, held)
+        _loss_phase(method, n, meter, rec, held)
+        held.pop("ensemble_logits", None)
+        held.pop("stats", None)
+        _gradient_checks(held["z"], n, k, seed, rec)
         rec["status"] = "ok"
     except (MemoryError, RuntimeError) as exc:  # torch.cuda.OutOfMemoryError is a RuntimeError
-        msg = str(exc)
-        oom = isinstance(exc, MemoryError) or any(
-            s in msg.lower() for s in ("out of memory", "not enough memory", "can't allocate memory", "cannot allocate")
-        )
-        if not oom:
+        if not _is_oom(exc):
             raise
         rec["status"] = "OOM"
+        msg = str(exc)
         rec["error"] = msg.splitlines()[0][:300] if msg else type(exc).__name__
     rec["total_s"] = sum(rec.get(key, 0.0) for key in ("stats_s", "loss_fwd_s", "loss_bwd_s"))
     return rec
@@ -357,19 +348,14 @@ def worker_main(spec: dict) -> dict:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
-    import proxy_end2.losses
+    import proxy_end2.losses  # noqa: F401  (imported here, not inside a measured phase)
+    from proxy_end2.uncertainty import _numerics
 
     if spec.get("chunk_elements"):
-        # experiment only: the row-chunk size of proxy_end2's float64 loss passes (a private constant)
-        if not hasattr(proxy_end2.losses, "_CHUNK_ELEMENTS"):
-            raise RuntimeError("--chunk-elements: proxy_end2.losses._CHUNK_ELEMENTS no longer exists")
-        proxy_end2.losses._CHUNK_ELEMENTS = int(spec["chunk_elements"])
+        # experiment only: the row-chunk size of the package's [N, K] passes (statistics and losses alike),
+        # a private setting
+        _numerics.CHUNK_ELEMENTS = int(spec["chunk_elements"])
     device = torch.device(spec["device"])
-    chunk_elements = getattr(proxy_end2.losses, "_CHUNK_ELEMENTS", None)
-    if chunk_elements is None:  # the package picks it by device
-        from proxy_end2.uncertainty.ensemble import _default_chunk_elements
-
-        chunk_elements = _default_chunk_elements(device)
     dtype = _torch_dtype(spec["dtype"])
     meter = _Meter(device)
     loadavg_start = _loadavg()
@@ -382,7 +368,8 @@ def worker_main(spec: dict) -> dict:
         if rec["status"] != "ok":
             break
     return {"spec": spec, "repeats": reps, "torch_threads": torch.get_num_threads(),
-            "chunk_elements": chunk_elements, "loadavg_start": loadavg_start, "loadavg_end": _loadavg()}
+            "chunk_elements": _numerics.chunk_elements(device), "loadavg_start": loadavg_start,
+            "loadavg_end": _loadavg()}
 
 
 def _loadavg():
@@ -393,9 +380,13 @@ def _loadavg():
         return None
 
 
-def loss_diff_check(n: int, k: int, m: int, device_name: str) -> None:
-    """Where the naive/streamed loss difference comes from: the naive loss with and without the authors'
-    ``eps`` in digamma/lgamma and ``1e-11`` term, against proxy_end2 on the same logits (fp32, one process)."""
+# ------------------------------------------------------------------------------------------------------
+# --loss-diff-check: where the naive/streamed loss difference comes from
+# ------------------------------------------------------------------------------------------------------
+def loss_diff_check(n: int, k: int, m: int, device_name: str) -> dict:
+    """The naive loss with and without ``eps`` in digamma/lgamma and the ``1e-11`` term, against proxy_end2
+    on the same logits (fp32, seed 0, in this process), and the mean Dirichlet entropy that the ``1e-11``
+    multiplies."""
     import torch
 
     from proxy_end2.losses import proxy_dirichlet_loss_from_stats
@@ -411,16 +402,27 @@ def loss_diff_check(n: int, k: int, m: int, device_name: str) -> None:
     for member in range(m):
         acc.add(buf[:, member])
     ours = float(proxy_dirichlet_loss_from_stats(z, acc.finalize()).mean())
-    print(f"N={n} K={k} M={m} {device_name}: proxy_end2 mean loss {ours:.12f}")
+    variants = []
     for eps, extra in ((EPS, 1e-11), (EPS, 0.0), (0.0, 1e-11), (0.0, 0.0)):
         value = float(naive_rkl_loss(z, stats["mean_probs"], stats["precision"], eps=eps, extra=extra).mean())
-        print(f"  naive, eps={eps:.3g} in digamma/lgamma, H*(1/(B+eps) + {extra:g}): {value:.12f}  "
-              f"rel diff {abs(value - ours) / abs(ours):.2e}")
+        variants.append({"eps": eps, "extra": extra, "naive_mean_loss": value,
+                         "rel_diff": abs(value - ours) / abs(ours)})
     alphas = torch.exp(z.double()) + MODEL_OFFSET
     a0 = alphas.sum(-1)
     entropy = (torch.lgamma(alphas).sum(-1) - torch.lgamma(a0)
                - ((alphas - 1) * (torch.digamma(alphas) - torch.digamma(a0).unsqueeze(-1))).sum(-1))
-    print(f"  mean H[Dir(alpha)] = {float(entropy.mean()):.6g} (the 1e-11 term adds -1e-11 * H per token)")
+    return {"tokens": n, "vocab": k, "members": m, "dtype": "fp32", "device": device_name,
+            "proxy_end2_mean_loss": ours, "naive": variants, "mean_dirichlet_entropy": float(entropy.mean())}
+
+
+def print_loss_diff(check: dict) -> None:
+    print(f"N={check['tokens']} K={check['vocab']} M={check['members']} {check['device']}: "
+          f"proxy_end2 mean loss {check['proxy_end2_mean_loss']:.12f}")
+    for v in check["naive"]:
+        print(f"  naive, eps={v['eps']:.3g} in digamma/lgamma, H*(1/(B+eps) + {v['extra']:g}): "
+              f"{v['naive_mean_loss']:.12f}  rel diff {v['rel_diff']:.2e}")
+    print(f"  mean H[Dir(alpha)] = {check['mean_dirichlet_entropy']:.6g} "
+          "(the 1e-11 term adds -1e-11 * H per token)")
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -455,13 +457,6 @@ def _summarise(worker_out: dict | None, failure: str | None) -> dict:
     return out
 
 
-#: glibc malloc settings of CPU workers with --cpu-malloc mmap: every block >= 64 KiB is mmap()ed and
-#: munmap()ed on free (no dynamic threshold), so freed tensors leave the resident set at once and VmRSS/VmHWM
-#: track live memory. With glibc's default, blocks below the dynamic threshold (up to 32 MiB) stay in the heap
-#: after free and are reused without showing up in VmHWM again, which makes per-phase RSS peaks meaningless.
-MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
-
-
 def run_worker(spec: dict, timeout: float) -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
@@ -492,16 +487,44 @@ def _rel(a, b):
     return abs(a - b) / max(abs(a), abs(b), 1e-300)
 
 
+def _comparison(a: dict, b: dict) -> dict:
+    """naive (``a``) against streamed (``b``): ratios (> 1: streamed is faster / smaller) and differences."""
+    return {
+        "speedup_total": a["total_s_median"] / b["total_s_median"],
+        "speedup_stats": a["stats_s_median"] / b["stats_s_median"],
+        "speedup_loss_fwd_bwd": (a["loss_fwd_s_median"] + a["loss_bwd_s_median"])
+        / (b["loss_fwd_s_median"] + b["loss_bwd_s_median"]),
+        "memory_ratio": a["peak_bytes"] / b["peak_bytes"] if a["peak_bytes"] else None,
+        "rel_diff_loss": _rel(a["loss"], b["loss"]),
+        "rel_diff_grad_norm": _rel(a["grad_norm"], b["grad_norm"]),
+        "rel_diff_grad_dot": _rel(a["grad_dot_probe"], b["grad_dot_probe"]),
+    }
+
+
+def _portable(arg: str) -> str:
+    """A path inside the repository relative to it; any other absolute path reduced to its file name (no
+    machine paths in the recorded data)."""
+    if not os.path.isabs(arg):
+        return arg
+    path = Path(arg).resolve()
+    try:
+        return str(path.relative_to(REPO_ROOT))
+    except ValueError:
+        return path.name
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True).stdout
+    except OSError:
+        return ""
+
+
 def _environment(device: str) -> dict:
     import torch
 
-    env = {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "argv": sys.argv,
-    }
+    env = {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
+           "cpu_count": os.cpu_count(), "argv": [_portable(a) for a in sys.argv]}
     try:
         with open("/proc/cpuinfo") as f:
             names = re.findall(r"model name\s*:\s*(.*)", f.read())
@@ -512,28 +535,15 @@ def _environment(device: str) -> dict:
         pass
     if device == "cuda" and torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
-        env["gpu"] = props.name
-        env["gpu_mem_gib"] = round(props.total_memory / 2**30, 1)
-        env["cuda"] = torch.version.cuda
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
-                              text=True).stdout.strip()
-        env["git_head"] = head if re.fullmatch(r"[0-9a-f]{40}", head) else None
-        if env["git_head"]:
-            env["git_dirty_package_files"] = subprocess.run(
-                ["git", "status", "--porcelain", "--", "proxy_end2"], cwd=REPO_ROOT, capture_output=True,
-                text=True,
-            ).stdout.split("\n")[:-1]
-    except OSError:
-        env["git_head"] = None
-    # the package is edited in parallel: fingerprint the code that is measured
-    import hashlib
-
+        env.update(gpu=props.name, gpu_mem_gib=round(props.total_memory / 2**30, 1), cuda=torch.version.cuda)
+    head = _git("rev-parse", "HEAD").strip()
+    env["git_head"] = head if re.fullmatch(r"[0-9a-f]{40}", head) else None
+    if env["git_head"]:
+        env["git_dirty_package_files"] = _git("status", "--porcelain", "--", "proxy_end2").split("\n")[:-1]
+    # fingerprint the code that is measured (a dirty tree or a copy without git still identifies it)
     env["package_sha256"] = {
-        rel: hashlib.sha256((REPO_ROOT / rel).read_bytes()).hexdigest()[:16]
-        for rel in ("proxy_end2/losses.py", "proxy_end2/uncertainty/ensemble.py",
-                    "proxy_end2/uncertainty/dirichlet.py", "proxy_end2/uncertainty/proxy.py")
-        if (REPO_ROOT / rel).is_file()
+        str(path.relative_to(REPO_ROOT)): hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        for folder in FINGERPRINTED for path in sorted((REPO_ROOT / folder).glob("*.py"))
     }
     return env
 
@@ -546,46 +556,43 @@ def _fmt_s(s):
     return "-" if s is None else f"{s:.3f}"
 
 
+def _print_method(row: dict, method: str, r: dict) -> None:
+    print(f"{row['tokens']:>6} {row['vocab']:>6} {row['members']:>3} {row['dtype']:>5} {method:>8} "
+          f"{r['status']:>7} {_fmt_s(r.get('stats_s_median')):>8} {_fmt_s(r.get('loss_fwd_s_median')):>8} "
+          f"{_fmt_s(r.get('loss_bwd_s_median')):>8} {_fmt_s(r.get('total_s_median')):>8} "
+          f"{_fmt_mem(r.get('peak_bytes')):>8} {_fmt_mem(r.get('peak_stats_bytes')):>7} "
+          f"{_fmt_mem(r.get('peak_loss_bytes')):>7} "
+          f"{('-' if r.get('loss') is None else format(r['loss'], '.8g')):>14}")
+    if r["status"] == "ok" and method != "naive":
+        print(f"{'':>8}  [{method}: row chunks of {r['chunk_elements']} elements]")
+    if r["status"] == "ok" and r.get("loadavg_start") is not None and row["device"] == "cpu":
+        print(f"{'':>8}  [{method}: load average {r['loadavg_start']:.2f} -> {r['loadavg_end']:.2f} "
+              f"on {os.cpu_count()} cores; stats/fwd/bwd min {r['stats_s_min']:.3f}/"
+              f"{r['loss_fwd_s_min']:.3f}/{r['loss_bwd_s_min']:.3f} s]")
+    if r["status"] not in ("ok", "skipped"):
+        print(f"{'':>8}  [{method} {r['status']}"
+              + (f" in phase {r['phase']}" if r.get("phase") else "") + f"]: {r.get('error')}")
+
+
 def print_table(rows: list[dict]) -> None:
-    head = (f"{'N':>6} {'K':>6} {'M':>3} {'dtype':>5} {'method':>8} {'status':>6} {'stats_s':>8} {'fwd_s':>8} "
+    head = (f"{'N':>6} {'K':>6} {'M':>3} {'dtype':>5} {'method':>8} {'status':>7} {'stats_s':>8} {'fwd_s':>8} "
             f"{'bwd_s':>8} {'total_s':>8} {'peakGiB':>8} {'stGiB':>7} {'lossGiB':>7} {'loss':>14}")
     print(head)
     print("-" * len(head))
     for row in rows:
-        for method in METHODS + EXTRA_METHODS:
-            if method not in row:
-                continue
-            r = row[method]
-            print(f"{row['tokens']:>6} {row['vocab']:>6} {row['members']:>3} {row['dtype']:>5} {method:>8} "
-                  f"{r['status']:>6} {_fmt_s(r.get('stats_s_median')):>8} {_fmt_s(r.get('loss_fwd_s_median')):>8} "
-                  f"{_fmt_s(r.get('loss_bwd_s_median')):>8} {_fmt_s(r.get('total_s_median')):>8} "
-                  f"{_fmt_mem(r.get('peak_bytes')):>8} {_fmt_mem(r.get('peak_stats_bytes')):>7} "
-                  f"{_fmt_mem(r.get('peak_loss_bytes')):>7} "
-                  f"{('-' if r.get('loss') is None else format(r['loss'], '.8g')):>14}")
-            if r["status"] == "ok" and method != "naive":
-                print(f"{'':>8}  [{method}: proxy_end2.losses._CHUNK_ELEMENTS = {r['chunk_elements']}]")
-            if r["status"] == "ok" and r.get("loadavg_start") is not None and row["device"] == "cpu":
-                print(f"{'':>8}  [{method}: load average {r['loadavg_start']:.2f} -> {r['loadavg_end']:.2f} "
-                      f"on {os.cpu_count()} cores; stats/fwd/bwd min {r['stats_s_min']:.3f}/"
-                      f"{r['loss_fwd_s_min']:.3f}/{r['loss_bwd_s_min']:.3f} s]")
-            if r["status"] != "ok":
-                print(f"{'':>8}  [{method} {r['status']}"
-                      + (f" in phase {r['phase']}" if r.get("phase") else "") + f"]: {r.get('error')}")
+        for method in METHODS:
+            _print_method(row, method, row[method])
         c = row.get("comparison", {})
         if c:
             parts = [f"{key}={c[key]:.3g}" for key in ("speedup_total", "memory_ratio") if c.get(key) is not None]
             parts += [f"{key}={c[key]:.2e}" for key in ("rel_diff_loss", "rel_diff_grad_norm", "rel_diff_grad_dot")
                       if c.get(key) is not None]
             print(f"{'':>8}  naive/streamed: " + "  ".join(parts))
-        c = row.get("comparison_inplace", {})
-        if c:
-            print(f"{'':>8}  streamed/streamed_inplace: memory_ratio={c['memory_ratio']:.3g}  "
-                  f"stats_memory_ratio={c['stats_memory_ratio']:.3g}  rel_diff_loss={c['rel_diff_loss']:.2e}")
     print("(times: median over timed repeats, seconds; peak memory: GiB = 2^30 bytes, max over repeats; "
           "stGiB/lossGiB: peak of the statistics / loss fwd+bwd phase; '-': not measured)")
 
 
-def main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
@@ -594,15 +601,15 @@ def main(argv=None) -> int:
     parser.add_argument("--tokens", type=int, nargs="+", default=[4096], help="N = B*T (several values allowed)")
     parser.add_argument("--dtype", choices=DTYPES, nargs="+", default=["fp32"],
                         help="dtype of the teachers' and the student's logits (several values allowed)")
-    parser.add_argument("--methods", choices=METHODS + EXTRA_METHODS, nargs="+", default=list(METHODS),
-                        help="streamed_inplace: an experiment, a proposed in-place accumulator (not in proxy_end2)")
+    parser.add_argument("--methods", choices=METHODS, nargs="+", default=list(METHODS))
     parser.add_argument("--repeats", type=int, default=3, help="timed repetitions per configuration")
     parser.add_argument("--warmup", type=int, default=1, help="untimed repetitions first (same process)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
     parser.add_argument("--chunk-elements", type=int, default=0,
-                        help="override proxy_end2.losses._CHUNK_ELEMENTS in the streamed worker (0: the package's "
-                        "value); an experiment on the row-chunk size of the float64 loss passes")
+                        help="override proxy_end2.uncertainty._numerics.CHUNK_ELEMENTS (the row-chunk size of "
+                        "the package's statistics and float64 loss passes) in the streamed worker (0: the "
+                        "package's choice by device)")
     parser.add_argument("--cpu-mem-limit-gib", type=float, default=18.0,
                         help="RLIMIT_AS of a CPU worker (virtual memory, so ~1 GiB above the usable RSS)")
     parser.add_argument("--cpu-malloc", choices=("mmap", "default"), default="mmap",
@@ -613,37 +620,20 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="write all results (and raw repeats) here")
     parser.add_argument("--loss-diff-check", action="store_true",
                         help="only decompose the naive/streamed loss difference at the first --tokens value "
-                        "(capped at 256), first --vocab and --members, in this process")
+                        "(capped at 256), first --vocab and --members, in this process (--json: write it)")
     parser.add_argument("--worker", type=str, default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    return parser
 
-    if args.worker is not None:
-        spec = json.loads(args.worker)
-        try:
-            out = worker_main(spec)
-        except Exception:  # reported by the driver as "error"
-            traceback.print_exc()
-            return 1
-        print("@@RESULT@@" + json.dumps(out), flush=True)
-        return 0
 
-    import torch
-
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda but torch.cuda.is_available() is False")
-    if args.loss_diff_check:
-        loss_diff_check(min(args.tokens[0], 256), args.vocab[0], args.members[0], args.device)
-        return 0
-    env = _environment(args.device)
-    print(f"device={args.device} " + " ".join(f"{k}={env[k]}" for k in ("cpu", "gpu", "torch") if k in env)
-          + f" cpu_count={env['cpu_count']}", flush=True)
+def run_grid(args) -> list[dict]:
+    """One fresh worker per (configuration, method); the comparison when both methods ran."""
     rows = []
     for k in args.vocab:
         for m in args.members:
             for dtype in args.dtype:
                 for n in args.tokens:
                     row = {"tokens": n, "vocab": k, "members": m, "dtype": dtype, "device": args.device}
-                    for method in METHODS + tuple(m_ for m_ in EXTRA_METHODS if m_ in args.methods):
+                    for method in METHODS:
                         if method not in args.methods:
                             row[method] = {"status": "skipped"}
                             continue
@@ -657,40 +647,55 @@ def main(argv=None) -> int:
                         row[method]["worker_wall_s"] = time.perf_counter() - t0
                         print(f"  N={n} K={k} M={m} {dtype} {method}: {row[method]['status']} "
                               f"(worker {row[method]['worker_wall_s']:.1f} s)", flush=True)
-                    a, b = row["naive"], row["streamed"]
-                    if a["status"] == "ok" and b["status"] == "ok":
-                        row["comparison"] = {
-                            "speedup_total": a["total_s_median"] / b["total_s_median"],
-                            "speedup_stats": a["stats_s_median"] / b["stats_s_median"],
-                            "speedup_loss_fwd_bwd": (a["loss_fwd_s_median"] + a["loss_bwd_s_median"])
-                            / (b["loss_fwd_s_median"] + b["loss_bwd_s_median"]),
-                            "memory_ratio": a["peak_bytes"] / b["peak_bytes"] if a["peak_bytes"] else None,
-                            "rel_diff_loss": _rel(a["loss"], b["loss"]),
-                            "rel_diff_grad_norm": _rel(a["grad_norm"], b["grad_norm"]),
-                            "rel_diff_grad_dot": _rel(a["grad_dot_probe"], b["grad_dot_probe"]),
-                        }
-                    c_ = row.get("streamed_inplace")
-                    if c_ is not None and c_["status"] == "ok" and b["status"] == "ok":
-                        row["comparison_inplace"] = {
-                            "memory_ratio": b["peak_bytes"] / c_["peak_bytes"] if b["peak_bytes"] else float("nan"),
-                            "stats_memory_ratio": b["peak_stats_bytes"] / c_["peak_stats_bytes"]
-                            if b["peak_stats_bytes"] else float("nan"),
-                            "rel_diff_loss": _rel(b["loss"], c_["loss"]),
-                            "rel_diff_grad_dot": _rel(b["grad_dot_probe"], c_["grad_dot_probe"]),
-                        }
+                    if row["naive"]["status"] == "ok" and row["streamed"]["status"] == "ok":
+                        row["comparison"] = _comparison(row["naive"], row["streamed"])
                     rows.append(row)
-    print()
-    print_table(rows)
+    return rows
+
+
+def write_json(path: Path, env: dict, args, results) -> None:
+    settings = {k: (_portable(str(v)) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "worker"}
+    payload = {"environment": env, "settings": settings,
+               "constants": {"eps": EPS, "model_offset": MODEL_OFFSET, "target_offset": TARGET_OFFSET,
+                             "teacher_base_scale": TEACHER_BASE_SCALE,
+                             "teacher_noise_scale": TEACHER_NOISE_SCALE, "student_scale": STUDENT_SCALE},
+               "results": results}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=1) + "\n")
+    print(f"wrote {_portable(str(path.resolve()))}")
+
+
+def main(argv=None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.worker is not None:
+        try:
+            out = worker_main(json.loads(args.worker))
+        except Exception:  # reported by the driver as "error"
+            traceback.print_exc()
+            return 1
+        print("@@RESULT@@" + json.dumps(out), flush=True)
+        return 0
+
+    import torch
+
+    if str(REPO_ROOT) not in sys.path:  # the driver imports this repository's package too (--loss-diff-check)
+        sys.path.insert(0, str(REPO_ROOT))
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda but torch.cuda.is_available() is False")
+    env = _environment(args.device)
+    if args.loss_diff_check:
+        check = loss_diff_check(min(args.tokens[0], 256), args.vocab[0], args.members[0], args.device)
+        print_loss_diff(check)
+        results = [check]
+    else:
+        print(f"device={args.device} " + " ".join(f"{k}={env[k]}" for k in ("cpu", "gpu", "torch") if k in env)
+              + f" cpu_count={env['cpu_count']}", flush=True)
+        results = run_grid(args)
+        print()
+        print_table(results)
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"environment": env, "settings": {k: (str(v) if isinstance(v, Path) else v)
-                                                    for k, v in vars(args).items() if k != "worker"},
-                   "constants": {"eps": EPS, "model_offset": MODEL_OFFSET, "target_offset": TARGET_OFFSET,
-                                 "teacher_base_scale": TEACHER_BASE_SCALE,
-                                 "teacher_noise_scale": TEACHER_NOISE_SCALE, "student_scale": STUDENT_SCALE},
-                   "results": rows}
-        args.json.write_text(json.dumps(payload, indent=1))
-        print(f"wrote {args.json}")
+        write_json(args.json, env, args, results)
     return 0
 
 
