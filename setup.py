@@ -15,7 +15,7 @@ setup(
     packages=find_packages(exclude=("tests", "tests.*", "examples", "examples.*")),
     install_requires=[
         # fairseq 0.12.2 from PyPI does not import on Python 3.11; fairseq-fixed installs the same
-        # `fairseq` module and works with torch 2.13 and numpy 2 (see ../shared/docs/environment.md).
+        # `fairseq` module and works with torch 2.13 and numpy 2 (see docs/environment.md).
         "fairseq-fixed==0.12.3.1",
         "torch>=2.6,<2.15",
         "numpy>=2,<3",
@@ -24,6 +24,7 @@ setup(
         "sacrebleu>=2.0",
         "sentencepiece",
         "matplotlib",
+        "editdistance",
     ],
     extras_require={"test": ["pytest>=7", "pytest-timeout"]},
     entry_points={"console_scripts": ["proxy-end2-evaluate = proxy_end2.evaluation.cli:main"]},

@@ -53,13 +53,8 @@ def _generate(data, path, log_path, task="translation_distillation", subset="tes
 
 
 @pytest.fixture(scope="module")
-def teachers(tiny_data, tmp_path_factory):
-    root = tmp_path_factory.mktemp("teachers")
-    paths = []
-    for seed in (11, 12):
-        run_fairseq("train", teacher_train_args(tiny_data, root / f"t{seed}", seed), root / f"t{seed}.log")
-        paths.append(root / f"t{seed}" / "checkpoint_best.pt")
-    return paths
+def teachers(trained_teachers):
+    return trained_teachers
 
 
 @pytest.fixture(scope="module")

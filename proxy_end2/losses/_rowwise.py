@@ -3,10 +3,10 @@ r"""Float64 row-wise losses: value and analytic gradient in one pass over chunks
 Each loss of this package is a per-position function ``C(z; target)`` of the student logits ``z`` ``[..., K]``.
 :class:`RowwiseLoss` evaluates it in float64 on chunks of rows (:func:`~._numerics.row_slices`; the chunk
 size is :data:`proxy_end2.uncertainty._numerics.CHUNK_ELEMENTS`) and computes ``dC/dz`` in the same pass,
-so no float64 ``[..., K]`` tensor outlives the forward. Peak of one chunk, measured on CUDA with 2^24
-elements (benchmarks/README.md): 8.1 chunk-sized float64 tensors for the proxy loss, 6.8 for EnD^2,
-counting the chunk's slice of the gradient output (float32 there, half a unit). Plus, for the whole
-batch, one int64 index per element with alpha >= 10 (see :func:`asymptotic_indices`).
+so no float64 ``[..., K]`` tensor outlives the forward: the float64 temporaries are a few chunk-sized
+tensors whatever the batch, plus, for the whole batch, one int64 index per element with alpha >= 10 (see
+:func:`asymptotic_indices`). The saved gradient is one ``[..., K]`` tensor in the logits' dtype (float32 for
+fp16/bf16 logits).
 """
 from __future__ import annotations
 

@@ -33,10 +33,10 @@ ASYMPTOTIC_MIN = 10.0
 FLOAT32_EPS = 2.0**-23
 
 #: Row-chunk size (elements) of the ``[..., K]`` passes of the statistics and of the losses, by device:
-#: ``2**20`` on CPU (the benchmark measured the float64 loss 2.3x faster than with ``2**24``, with a lower
-#: peak: chunk-sized temporaries of 8 MB are reused from glibc's heap instead of being ``mmap``-ed and
-#: page-faulted at every allocation), ``2**24`` elsewhere (on the H100 smaller chunks are slower: launches,
-#: per-chunk work on ``[n, 1]`` tensors). ``None`` picks by device; an int overrides it (tests, benchmarks).
+#: ``2**20`` on CPU (chunk-sized float64 temporaries of 8 MB are reused from glibc's heap instead of being
+#: ``mmap``-ed and page-faulted at every allocation), ``2**24`` elsewhere (on a GPU, small chunks mean many
+#: small kernel launches and per-chunk work on ``[n, 1]`` tensors). ``None`` picks by device; an int overrides
+#: it (tests, benchmarks: ``benchmarks/teacher_statistics.py --chunk-elements``).
 CHUNK_ELEMENTS: int | None = None
 CHUNK_ELEMENTS_CPU = 1 << 20
 CHUNK_ELEMENTS_GPU = 1 << 24
