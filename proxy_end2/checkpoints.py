@@ -102,6 +102,9 @@ def initialise_from_checkpoint(
 
     Every tensor of the checkpoint must exist in ``model`` with the same shape, and every parameter of
     ``model`` must come from the checkpoint except the Prior-Network-only ones (:data:`PRIOR_ONLY_PARAMETERS`).
+    A Prior Network's output LayerNorm then takes over the affine of the LayerNorm before it
+    (``take_over_feature_layernorm_affine``), so that the student starts at the checkpoint's model: the same
+    log-probabilities up to float round-off and the ``eps`` of the LayerNorm, and the same translations.
     With the task's dictionaries given, the checkpoint's are checked as a teacher's are
     (:func:`check_teacher_dictionaries`: same symbols in the same order, when its dictionary files are readable).
 
@@ -130,4 +133,11 @@ def initialise_from_checkpoint(
         check_teacher_dictionaries(path, state, src_dict, tgt_dict)
     model.load_state_dict(source, strict=False)
     kept = [k for k in target if k not in source]
+    take_over = getattr(getattr(model, "decoder", None), "take_over_feature_layernorm_affine", None)
+    if kept and take_over is not None:
+        if take_over():  # the student now computes what the checkpoint's model computes
+            kept = []
+        else:
+            logger.warning(f"--student-init {path}: the student's output LayerNorm cannot take over a preceding "
+                           f"LayerNorm (e.g. --decoder-output-dim); it starts near, not at, the checkpoint's model")
     logger.info(f"student initialised from {path}" + (f"; fresh: {kept}" if kept else ""))

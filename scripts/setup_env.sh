@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Build .venv from nothing: a CPU torch, fairseq (fairseq-fixed 0.12.3.1, see ../shared/docs/environment.md)
-# and proxy_end2 in editable mode with its test extra. Idempotent: a second run only checks the install.
+# Build .venv from nothing: torch, fairseq (fairseq-fixed 0.12.3.1, see docs/environment.md) and proxy_end2
+# in editable mode with its test extra. Idempotent: a second run only checks the install.
 #
-#   bash scripts/setup_env.sh            # creates ./.venv (override with VENV=/path)
+#   bash scripts/setup_env.sh                                                   # creates ./.venv
+#   VENV=/path bash scripts/setup_env.sh                                        # elsewhere
+#   TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu bash scripts/setup_env.sh   # PyTorch's CPU build
 #
 # Why each step is the way it is:
-#  * torch==2.13.0 first: on Python 3.11 pip takes the small CPU wheel from this machine's wheel folder;
-#    letting fairseq pull torch would fetch a multi-GB CUDA build.
+#  * torch==2.13.0 first: where pip has a local wheel folder (this project's machines) it takes the small CPU
+#    wheel from it; from plain PyPI it downloads the CUDA build (works on CPU too), or the CPU build from
+#    TORCH_INDEX_URL. Letting fairseq pull torch would take whatever is newest.
 #  * fairseq-fixed is built with --no-build-isolation so that it compiles against the torch/numpy 2.x here
 #    (a build against numpy 1.x fails later with a misleading "Please build Cython components").
 #  * fairseq-fixed drags in a CUDA torchaudio that raises OSError on import next to the CPU torch; nothing
@@ -31,8 +34,11 @@ if [[ ! -x "$VENV/bin/python" ]]; then
 fi
 PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check --progress-bar off)
 
-log "installing torch (CPU) and build requirements"
-"${PIP[@]}" "torch==2.13.0" "numpy>=2,<3" cython setuptools wheel
+log "installing torch and build requirements"
+TORCH_PIP=("${PIP[@]}")
+[[ -n "${TORCH_INDEX_URL:-}" ]] && TORCH_PIP+=(--index-url "$TORCH_INDEX_URL" --extra-index-url https://pypi.org/simple)
+"${TORCH_PIP[@]}" "torch==2.13.0"
+"${PIP[@]}" "numpy>=2,<3" cython setuptools wheel
 log "installing fairseq (fairseq-fixed 0.12.3.1, built against this torch)"
 "${PIP[@]}" --no-build-isolation "fairseq-fixed==0.12.3.1"
 log "installing proxy_end2 (editable) with its test extra"

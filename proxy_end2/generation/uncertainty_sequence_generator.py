@@ -94,9 +94,9 @@ class UncertaintySequenceGenerator(SequenceGenerator):
         mask = target.ne(self.pad)  # N x L
         members = list(self.model.models)
         if self.kind == PRIOR_NETWORK:
-            logits = members[0](**batch)[0] / self.temperature  # N x L x K
+            logits = members[0](**batch)[0]  # N x L x K; the temperature applies to q only, not to the Dirichlet
             token, sequence = prior_network_sequence_uncertainty(
-                logits, target, mask, model_offset=members[0].model_offset
+                logits, target, mask, model_offset=members[0].model_offset, temperature=self.temperature
             )
         else:
             accumulator = EnsembleSequenceAccumulator(target, mask)

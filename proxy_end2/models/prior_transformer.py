@@ -74,6 +74,39 @@ class PriorTransformerDecoder(TransformerDecoder):
             None if args.no_prior_output_layernorm else LayerNorm(self.output_embed_dim)
         )
 
+    def feature_layernorm(self) -> Optional[LayerNorm]:
+        """The LayerNorm whose output reaches :attr:`prior_output_layernorm` unchanged, if any: the decoder's
+        final LayerNorm (pre-norm decoders) or the last layer's ``final_layer_norm`` (post-norm); None when a
+        projection (``--decoder-output-dim``) comes in between or there is no layer."""
+        if self.project_out_dim is not None:
+            return None
+        if self.layer_norm is not None:
+            return self.layer_norm
+        last = self.layers[-1] if len(self.layers) else None
+        if last is None or last.normalize_before:
+            return None
+        return last.final_layer_norm
+
+    @torch.no_grad()
+    def take_over_feature_layernorm_affine(self) -> bool:
+        """Move the affine parameters of :meth:`feature_layernorm` into :attr:`prior_output_layernorm` and
+        make its own affine the identity, for a decoder whose weights come from a plain Transformer.
+
+        The plain model computes ``W (g * n(x) + b)`` (``n`` the normalisation, ``g, b`` its affine); the
+        student then computes ``W (g * n(n(x)) + b)``, and ``n(n(x)) = n(x) / sqrt(1 + eps (v - 1 + eps) / (v + eps))``
+        with ``v`` the variance of ``x`` over the features and ``eps`` = 1e-5: the same features up to a
+        factor within about ``eps / (2 min(v, 1))`` of 1 (the test checks the log-probabilities to 1e-5).
+        Returns False (and changes nothing) when there is no such LayerNorm.
+        """
+        source = self.feature_layernorm()
+        if self.prior_output_layernorm is None or source is None:
+            return False
+        self.prior_output_layernorm.weight.copy_(source.weight)
+        self.prior_output_layernorm.bias.copy_(source.bias)
+        source.weight.fill_(1.0)
+        source.bias.zero_()
+        return True
+
     def output_layer(self, features: Tensor) -> Tensor:
         """Project features [B, T, C] to logits [B, T, K], normalising them first."""
         if self.prior_output_layernorm is not None:

@@ -46,8 +46,8 @@ class DistillationConfig(FairseqDataclass):
     teacher_dtype: ChoiceEnum(list(TEACHER_DTYPES)) = field(
         default="fp32",
         metadata={
-            "help": "precision the teachers run in (their statistics are always reduced in fp32); "
-            "fp16/bf16 halve teacher memory and time on GPU"
+            "help": "precision the teachers run in; their statistics are reduced in fp32 (or fp64, see "
+            "--teacher-stats-dtype) whatever this is. fp16/bf16 halve teacher memory and time on GPU"
         },
     )
     teacher_stats_dtype: ChoiceEnum(["fp32", "fp64"]) = field(

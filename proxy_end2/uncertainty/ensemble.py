@@ -266,7 +266,8 @@ class EnsembleStatisticsAccumulator:
     updates them in place, row chunk by row chunk, so :meth:`add` needs only chunk-sized temporaries on top
     of them and of the member's logits (the caller's tensor is never written to, nor kept).
     :meth:`finalize` allocates the two ``[..., K]`` tensors of the statistics it returns (the running
-    sums stay, so more members can be added); they never share memory with the accumulator.
+    sums stay, so more members can be added; they never share memory with the accumulator), or, with
+    ``release=True``, turns the running sums themselves into the statistics (no new ``[..., K]`` tensor).
 
     Autograd: :meth:`add` stays differentiable. When grad mode is on and the member's logits require grad,
     or the running sums already have an autograd history, it runs out of place on whole tensors (a plain
@@ -288,6 +289,9 @@ class EnsembleStatisticsAccumulator:
         if not dtype.is_floating_point:
             raise ValueError(f"dtype must be a floating point dtype, got {dtype}")
         self.dtype = dtype
+        self._reset()
+
+    def _reset(self) -> None:
         self._num_members = 0
         self._shape: torch.Size | None = None
         self._log_sum_probs: Tensor | None = None  # [..., K], ln sum_m p_m
@@ -374,11 +378,17 @@ class EnsembleStatisticsAccumulator:
                 sum_log[rows].add_(log_probs)
                 neg_entropy[rows].add_(chunk_neg_entropy)
 
-    def finalize(self) -> EnsembleStatistics:
-        """Return the statistics of the members added so far (the accumulator stays usable).
+    def finalize(self, release: bool = False) -> EnsembleStatistics:
+        """Return the statistics of the members added so far.
 
-        The returned tensors are new (two ``[..., K]`` and one ``[...]``): later :meth:`add` calls do not
-        change them.
+        Args:
+            release: hand the accumulator's own running sums over to the statistics, scaled in place: no new
+                ``[..., K]`` tensor is allocated (peak memory stays that of the two sums), and the
+                accumulator is empty afterwards (``num_members == 0``, ready for a new ensemble). Needs sums
+                without autograd history that the accumulator owns (the in-place path of :meth:`add`);
+                otherwise it falls back to new tensors. Default False: the returned tensors are new (two
+                ``[..., K]`` and one ``[...]``), later :meth:`add` calls do not change them, and the
+                accumulator stays usable.
 
         Raises:
             ValueError: if no member was added.
@@ -386,6 +396,16 @@ class EnsembleStatisticsAccumulator:
         if self._num_members == 0:
             raise ValueError("cannot finalize ensemble statistics: no member was added (M = 0, expected M >= 1)")
         m = self._num_members
+        sums = (self._log_sum_probs, self._sum_log_probs, self._sum_neg_entropy)
+        if release and self._owned and not any(t.requires_grad for t in sums):
+            stats = EnsembleStatistics(
+                log_mean_probs=self._log_sum_probs.sub_(math.log(m)),  # [..., K], the same storage
+                mean_log_probs=self._sum_log_probs.div_(m),  # [..., K], the same storage
+                expected_entropy=self._sum_neg_entropy.div_(-m),  # [...]
+                num_members=m,
+            )
+            self._reset()  # empty again: the statistics own the buffers now
+            return stats
         return EnsembleStatistics(
             log_mean_probs=self._log_sum_probs - math.log(m),  # [..., K]
             mean_log_probs=self._sum_log_probs / m,  # [..., K]

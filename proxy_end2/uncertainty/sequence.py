@@ -8,32 +8,58 @@ in nats. Pure torch, no fairseq.
 **Ensemble** of M ordinary models with member next-token distributions :math:`p_m(\cdot \mid y_{<t})`:
 
 * "pe" (product of expectations): the member mean :math:`\bar p = \frac1M \sum_m p_m` at every step;
-  token measures :math:`\mathcal H[\bar p]`, ExE, MI, EPKL, MKL (see :mod:`.ensemble`).
-* "ep" (expectation of products): members weighted by the probability they gave the prefix,
-  :math:`w_{m,t} = P_m(y_{<t}) / \sum_{m'} P_{m'}(y_{<t})`, :math:`p_{ep} = \sum_m w_{m,t} p_m`
-  (so that :math:`\prod_t p_{ep}(y_t) = \frac1M \sum_m P_m(y)`). With
-  :math:`U_{ep} = -\sum_k p_{ep,k} \frac1M \sum_m \ln p_{mk}`:
-  ``ep_entropy_of_expected`` :math:`= \mathcal H[p_{ep}]`, ``ep_mkl`` :math:`= U_{ep} - \mathcal H[p_{ep}]
-  = \frac1M \sum_m \mathrm{KL}(p_{ep} \| p_m) \ge 0`, ``ep_epkl`` :math:`= U_{ep} - \mathrm{ExE}`,
-  ``ep_mutual_information`` :math:`= \mathcal H[p_{ep}] - \mathrm{ExE}` (not clamped: with unequal
-  weights it can be slightly negative). At :math:`t = 1`, or when all members agree, ep = pe.
+  token measures :math:`\mathcal H[\bar p]`, ExE, MI, EPKL, MKL (see :mod:`.ensemble`), each :math:`\ge 0`.
+* "ep" (expectation of products): the members weighted by their posterior given the prefix,
+  :math:`w_{m,t} = P_m(y_{<t}) / \sum_{m'} P_{m'}(y_{<t})`, :math:`p_{ep} = \sum_m w_{m,t} p_m` (so that
+  :math:`\prod_t p_{ep}(y_t) = \frac1M \sum_m P_m(y)`), and every expectation over members taken with the
+  same weights:
+
+  .. math::
+
+      \text{ep\_expected\_entropy} &= \textstyle\sum_m w_m \mathcal H[p_m], \qquad
+      \text{ep\_mutual\_information} = \mathcal H[p_{ep}] - \text{ep\_expected\_entropy}
+          = \sum_m w_m \mathrm{KL}(p_m \| p_{ep}) \ge 0, \\
+      \text{ep\_mkl} &= \textstyle\sum_m w_m \mathrm{KL}(p_{ep} \| p_m) \ge 0, \qquad
+      \text{ep\_epkl} = \sum_{m, m'} w_m w_{m'} \mathrm{KL}(p_m \| p_{m'})
+          = \text{ep\_mutual\_information} + \text{ep\_mkl} \ge 0.
+
+  The authors' code forms the ep measures with the weighted mean :math:`p_{ep}` but *uniform* expectations
+  over the members; kept as ``authors_ep_mutual_information`` :math:`= \mathcal H[p_{ep}] - \mathrm{ExE}`
+  and ``authors_ep_epkl`` :math:`= U - \mathrm{ExE}` (both can be negative when the weights are unequal),
+  and ``authors_ep_mkl`` :math:`= U - \mathcal H[p_{ep}] = \frac1M\sum_m \mathrm{KL}(p_{ep}\|p_m) \ge 0`, with
+  :math:`U = -\sum_k p_{ep,k} \frac1M \sum_m \ln p_{mk}`. At :math:`t = 1`, or when all members agree,
+  ep = pe for all of them.
 * chosen-token measures: ``token_nll`` :math:`= -\ln \bar p(y_t)`, ``token_ep_nll``
   :math:`= -\ln p_{ep}(y_t)`, ``token_data`` :math:`= -\frac1M \sum_m \ln p_m(y_t)`.
 * sequence measures (length L includes EOS): ``log_prob`` :math:`= \sum_t \ln \bar p(y_t)`,
   ``score`` :math:`= -\frac1L \sum_t \ln \bar p(y_t)`, ``ep_total`` :math:`= -\frac1L \ln \frac1M
   \sum_m P_m(y)`, ``data`` :math:`= -\frac1L \frac1M \sum_m \ln P_m(y)`, ``pe_knowledge`` = data - score
-  :math:`\ge 0`, ``ep_knowledge`` = data - ep_total :math:`\ge 0`, and the means over positions of the nine
+  :math:`\ge 0`, ``ep_knowledge`` = data - ep_total :math:`\ge 0`, and the means over positions of the
   pe/ep token measures.
 
-**Prior Network** with logits z, :math:`\alpha = e^z + c`, :math:`\mu = \alpha / \alpha_0` and
-:math:`q = \mathrm{softmax}(z)` (the distribution beam search used): ``token_nll`` :math:`= -\ln q(y_t)`,
-``entropy_of_expected`` :math:`= \mathcal H[q]`, the closed-form Dirichlet measures of
-:func:`~proxy_end2.uncertainty.dirichlet.dirichlet_uncertainty` (``dirichlet_entropy_of_expected``
-:math:`= \mathcal H[\mu]`, ``expected_entropy``, ``mutual_information``, ``epkl``, ``mkl``), and
-``knowledge_score`` :math:`= \ln q(y_t) - \mathbb E_{\mathrm{Dir}}[\ln \pi_{y_t}]
-= \ln q(y_t) - \psi(\alpha_{y_t}) + \psi(\alpha_0)`, the Prior-Network analogue of the ensemble's
-``token_data - token_nll``. Sequence: ``log_prob`` :math:`= \sum_t \ln q(y_t)`, ``score``
-:math:`= -\log\_prob / L`, and the means over positions of the token measures.
+Numerics of the ep weights: the prefix log-probabilities :math:`\ln P_m(y_{<t})` reach thousands of nats on
+long hypotheses; they are summed in float64, and only their differences to the first member's prefix (not
+the prefixes themselves) enter the float32 accumulators, so the weights keep full precision.
+
+**Prior Network** with logits z, :math:`\alpha = e^z + c`, its mean :math:`\mu = \alpha / \alpha_0` and
+:math:`q = \mathrm{softmax}(z / T)`, the distribution beam search used (temperature T, 1 by default):
+
+* ``token_nll`` :math:`= -\ln q(y_t)` and ``entropy_of_expected`` :math:`= \mathcal H[q]` (total uncertainty of
+  what was decoded);
+* the closed-form Dirichlet measures of :func:`~proxy_end2.uncertainty.dirichlet.dirichlet_uncertainty`,
+  all of :math:`\mathrm{Dir}(\alpha)` and its mean :math:`\mu`: ``dirichlet_entropy_of_expected``
+  :math:`= \mathcal H[\mu]` ``= expected_entropy + mutual_information``, ``epkl``, ``mkl``;
+* ``knowledge_score`` :math:`= \ln \mu_{y_t} - \mathbb E_{\mathrm{Dir}}[\ln \pi_{y_t}]
+  = r(\alpha_0) - r(\alpha_{y_t}) \ge 0` (:math:`r = \psi - \ln`, increasing; Jensen), the chosen-token
+  part of ``mkl`` and the Prior-Network analogue of the ensemble's ``token_data - token_nll``.
+
+The two means differ when the offset c > 0: :math:`\mu = (1 - K c/\alpha_0)\, q_1 + (K c/\alpha_0)\, u`
+with :math:`q_1 = \mathrm{softmax}(z)` and :math:`u` the uniform distribution, i.e. the Dirichlet mean puts
+the mass :math:`K c / \alpha_0` evenly on all classes. For confident tokens (:math:`\alpha_0 \gg K c`) the two
+coincide; where the student is unsure (small :math:`\alpha_0`), :math:`\mathcal H[\mu] > \mathcal H[q_1]`.
+The temperature only changes q (it never changes the Dirichlet). Sequence: ``log_prob``
+:math:`= \sum_t \ln q(y_t)`, ``score`` :math:`= -\log\_prob / L`, and the means over positions of the token
+measures.
 
 References:
     Malinin & Gales, "Uncertainty Estimation in Autoregressive Structured Prediction", ICLR 2021,
@@ -47,7 +73,7 @@ import torch
 from torch import Tensor
 
 from .dirichlet import dirichlet_concentrations, dirichlet_uncertainty
-from ._numerics import xlogx_from_log
+from ._numerics import digamma_minus_log, xlogx_from_log
 from .ensemble import EnsembleStatisticsAccumulator
 
 PRIOR_NETWORK_TOKEN_KEYS: tuple[str, ...] = (
@@ -57,10 +83,12 @@ PRIOR_NETWORK_TOKEN_KEYS: tuple[str, ...] = (
 PRIOR_NETWORK_SEQUENCE_KEYS: tuple[str, ...] = ("log_prob", "score") + PRIOR_NETWORK_TOKEN_KEYS[1:]
 
 _PE_KEYS = ("entropy_of_expected", "expected_entropy", "mutual_information", "epkl", "mkl")
-_EP_KEYS = ("ep_entropy_of_expected", "ep_mutual_information", "ep_epkl", "ep_mkl")
-ENSEMBLE_TOKEN_KEYS: tuple[str, ...] = ("token_nll", "token_ep_nll", "token_data") + _PE_KEYS + _EP_KEYS
+_EP_KEYS = ("ep_entropy_of_expected", "ep_expected_entropy", "ep_mutual_information", "ep_epkl", "ep_mkl")
+_AUTHORS_EP_KEYS = ("authors_ep_mutual_information", "authors_ep_epkl", "authors_ep_mkl")
+_POSITION_MEAN_KEYS = _PE_KEYS + _EP_KEYS + _AUTHORS_EP_KEYS
+ENSEMBLE_TOKEN_KEYS: tuple[str, ...] = ("token_nll", "token_ep_nll", "token_data") + _POSITION_MEAN_KEYS
 ENSEMBLE_SEQUENCE_KEYS: tuple[str, ...] = (
-    ("log_prob", "score", "ep_total", "data", "pe_knowledge", "ep_knowledge") + _PE_KEYS + _EP_KEYS
+    ("log_prob", "score", "ep_total", "data", "pe_knowledge", "ep_knowledge") + _POSITION_MEAN_KEYS
 )
 
 
@@ -93,36 +121,44 @@ def _masked_mean(token: Tensor, mask: Tensor) -> Tensor:
 
 
 def prior_network_sequence_uncertainty(
-    logits: Tensor, target: Tensor, mask: Tensor, model_offset: float = 1.0
+    logits: Tensor, target: Tensor, mask: Tensor, model_offset: float = 1.0, temperature: float = 1.0
 ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """Token ``[N, L]`` and sequence ``[N]`` measures of a Prior Network's teacher-forced logits.
 
     Args:
-        logits: ``[N, L, K]`` student logits on the hypotheses (any float dtype).
+        logits: ``[N, L, K]`` student logits on the hypotheses (any float dtype), before any temperature.
         target: ``[N, L]`` hypothesis tokens (EOS included).
         mask: ``[N, L]`` bool, True at non-pad positions.
         model_offset: ``c`` in ``alpha = exp(z) + c``.
+        temperature: ``T`` of the decoded distribution ``q = softmax(z / T)`` (``token_nll``, ``log_prob``,
+            ``score``, ``entropy_of_expected``); the Dirichlet measures do not depend on it.
 
     Returns:
         ``(token, sequence)`` dicts keyed by :data:`PRIOR_NETWORK_TOKEN_KEYS` and
         :data:`PRIOR_NETWORK_SEQUENCE_KEYS`; float64; token values are 0 at padding.
     """
     _check_inputs(logits, target, mask)
-    log_q = torch.log_softmax(logits.to(torch.float64), dim=-1)  # N x L x K
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
+    log_q = torch.log_softmax(logits.to(torch.float64) / temperature, dim=-1)  # N x L x K
     log_q_y = log_q.gather(-1, target.unsqueeze(-1)).squeeze(-1)  # N x L
+    entropy_of_q = -xlogx_from_log(log_q).sum(-1)  # N x L
+    del log_q
     alphas = dirichlet_concentrations(logits, model_offset=model_offset, dtype=torch.float64)  # N x L x K
     dirichlet = dirichlet_uncertainty(alphas)  # each N x L
     alpha_y = alphas.gather(-1, target.unsqueeze(-1)).squeeze(-1)  # N x L
-    expected_log_pi_y = torch.digamma(alpha_y) - torch.digamma(alphas.sum(-1))  # N x L
+    alpha_0 = alphas.sum(-1)  # N x L
+    del alphas
     token = {
         "token_nll": -log_q_y,
-        "entropy_of_expected": -xlogx_from_log(log_q).sum(-1),
+        "entropy_of_expected": entropy_of_q,
         "dirichlet_entropy_of_expected": dirichlet["entropy_of_expected"],
         "expected_entropy": dirichlet["expected_entropy"],
         "mutual_information": dirichlet["mutual_information"],
         "epkl": dirichlet["epkl"],
         "mkl": dirichlet["mkl"],
-        "knowledge_score": log_q_y - expected_log_pi_y,
+        # ln mu_y - (psi(alpha_y) - psi(alpha_0)) = r(alpha_0) - r(alpha_y) >= 0: no cancellation, no clamp needed
+        "knowledge_score": (digamma_minus_log(alpha_0) - digamma_minus_log(alpha_y)).clamp(min=0.0),
     }
     token = {name: torch.where(mask, value.to(torch.float64), 0.0) for name, value in token.items()}
     log_prob = (log_q_y * mask).sum(-1)  # N
@@ -132,12 +168,14 @@ def prior_network_sequence_uncertainty(
 
 
 class EnsembleSequenceAccumulator:
-    """Streams the members of an ensemble (one ``[N, L, K]`` logit tensor at a time) into the pe/ep measures.
+    r"""Streams the members of an ensemble (one ``[N, L, K]`` logit tensor at a time) into the pe/ep measures.
 
     Memory is O(N * L * K) whatever the number of members: besides the pe statistics of
-    :class:`~proxy_end2.uncertainty.EnsembleStatisticsAccumulator` it keeps
-    :math:`\\ln \\sum_m P_m(y_{<t}) p_m(\\cdot)` ([N, L, K]), the prefix normaliser ([N, L]) and the members'
-    chosen-token log-probabilities ([M, N, L]).
+    :class:`~proxy_end2.uncertainty.EnsembleStatisticsAccumulator` (two ``[N, L, K]`` sums) it keeps, in
+    ``dtype``, :math:`\ln \sum_m \rho_m p_m` and :math:`\ln \sum_m \rho_m (-\ln p_m)` (``[N, L, K]`` each), with
+    :math:`\rho_m = P_m(y_{<t}) / P_1(y_{<t})` (float64 ``[N, L]`` prefix differences), the log of
+    :math:`\sum_m \rho_m` and of :math:`\sum_m \rho_m \mathcal H[p_m]` (``[N, L]``), and the members'
+    chosen-token log-probabilities (``[M, N, L]``, float64).
     """
 
     def __init__(self, target: Tensor, mask: Tensor, dtype: torch.dtype = torch.float32) -> None:
@@ -145,26 +183,61 @@ class EnsembleSequenceAccumulator:
         self.mask = mask
         self.dtype = dtype
         self._pe = EnsembleStatisticsAccumulator(dtype=dtype)
-        self._log_ep_unnorm: Tensor | None = None  # N x L x K: ln sum_m P_m(y_<t) p_m(.)
-        self._log_prefix_norm: Tensor | None = None  # N x L: ln sum_m P_m(y_<t)
-        self._chosen: list[Tensor] = []  # M x [N x L]: ln p_m(y_t | y_<t), 0 at padding
+        self._reference: Tensor | None = None  # N x L: ln P_1(y_<t), float64
+        self._log_rho_sum: Tensor | None = None  # N x L: ln sum_m rho_m, float64
+        self._log_ep_unnorm: Tensor | None = None  # N x L x K: ln sum_m rho_m p_m(.)
+        self._log_neg_log_unnorm: Tensor | None = None  # N x L x K: ln sum_m rho_m (-ln p_m(.))
+        self._log_entropy_unnorm: Tensor | None = None  # N x L: ln sum_m rho_m H[p_m], float64
+        self._chosen: list[Tensor] = []  # M x [N x L]: ln p_m(y_t | y_<t), 0 at padding, float64
 
     def add(self, member_logits: Tensor) -> None:
         """Fold in one member's teacher-forced logits ``[N, L, K]``."""
         _check_inputs(member_logits, self.target, self.mask)
         log_p = torch.log_softmax(member_logits.to(self.dtype), dim=-1)  # N x L x K
         self._pe.add(log_p)
-        chosen = log_p.gather(-1, self.target.unsqueeze(-1)).squeeze(-1)  # N x L
+        chosen = log_p.gather(-1, self.target.unsqueeze(-1)).squeeze(-1).to(torch.float64)  # N x L
         chosen = torch.where(self.mask, chosen, 0.0)
-        # exclusive prefix sum: ln P_m(y_<t), 0 at t = 1
-        prefix = torch.cumsum(chosen.to(torch.float64), dim=-1) - chosen.to(torch.float64)  # N x L
-        weighted = prefix.to(self.dtype).unsqueeze(-1) + log_p  # N x L x K
+        prefix = torch.cumsum(chosen, dim=-1) - chosen  # N x L: exclusive prefix sum ln P_m(y_<t), 0 at t = 1
+        if self._reference is None:
+            self._reference = prefix
+        log_rho = prefix - self._reference  # N x L, float64: small even when the prefixes are thousands of nats
+        log_rho_k = log_rho.to(self.dtype).unsqueeze(-1)  # N x L x 1
+        entropy = (-xlogx_from_log(log_p).sum(-1)).to(torch.float64)  # N x L
+        terms = (log_rho_k + log_p, log_rho_k + torch.log(-log_p), log_rho + torch.log(entropy))
         if self._log_ep_unnorm is None:
-            self._log_ep_unnorm, self._log_prefix_norm = weighted, prefix
+            self._log_ep_unnorm, self._log_neg_log_unnorm, self._log_entropy_unnorm = terms
+            self._log_rho_sum = log_rho
         else:
-            self._log_ep_unnorm = torch.logaddexp(self._log_ep_unnorm, weighted)
-            self._log_prefix_norm = torch.logaddexp(self._log_prefix_norm, prefix)
-        self._chosen.append(chosen.to(torch.float64))
+            self._log_ep_unnorm = torch.logaddexp(self._log_ep_unnorm, terms[0])
+            self._log_neg_log_unnorm = torch.logaddexp(self._log_neg_log_unnorm, terms[1])
+            self._log_entropy_unnorm = torch.logaddexp(self._log_entropy_unnorm, terms[2])
+            self._log_rho_sum = torch.logaddexp(self._log_rho_sum, log_rho)
+        self._chosen.append(chosen)
+
+    def _ep_token_measures(self, stats) -> dict[str, Tensor]:
+        """The ep measures ``[N, L]`` (module docstring), from the weighted sums and the pe statistics."""
+        log_norm = self._log_rho_sum.unsqueeze(-1)  # N x L x 1, float64
+        log_ep = (self._log_ep_unnorm - log_norm.to(self.dtype))  # N x L x K: ln p_ep
+        ep_entropy = -xlogx_from_log(log_ep).sum(-1)  # N x L
+        ep_mean_neg_log = (self._log_neg_log_unnorm - log_norm.to(self.dtype)).exp()  # sum_m w_m (-ln p_m)
+        supported = log_ep > -math.inf
+        # sum_k p_ep,k (ln p_ep,k - sum_m w_m ln p_mk): every bracket >= 0 by Jensen
+        ep_mkl = (log_ep.exp() * torch.where(supported, log_ep + ep_mean_neg_log, 0.0).clamp(min=0.0)).sum(-1)
+        ep_exe = (self._log_entropy_unnorm - self._log_rho_sum).exp()  # N x L, float64
+        ep_mi = (ep_entropy.to(torch.float64) - ep_exe).clamp(min=0.0)
+        authors_gap = torch.where(supported, log_ep - stats.mean_log_probs, 0.0)  # ln p_ep - mean_m ln p_m
+        authors_mkl = (log_ep.exp() * authors_gap).sum(-1).clamp(min=0.0)
+        authors_mi = ep_entropy - stats.expected_entropy
+        return {
+            "ep_entropy_of_expected": ep_entropy,
+            "ep_expected_entropy": ep_exe,
+            "ep_mutual_information": ep_mi,
+            "ep_epkl": ep_mi + ep_mkl.to(torch.float64),
+            "ep_mkl": ep_mkl,
+            "authors_ep_mutual_information": authors_mi,
+            "authors_ep_epkl": authors_mi + authors_mkl,
+            "authors_ep_mkl": authors_mkl,
+        }
 
     def finalize(self) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """``(token, sequence)`` dicts keyed by :data:`ENSEMBLE_TOKEN_KEYS` / :data:`ENSEMBLE_SEQUENCE_KEYS`."""
@@ -173,11 +246,6 @@ class EnsembleSequenceAccumulator:
         mask = self.mask
         num_members = len(self._chosen)
         stats = self._pe.finalize()
-        pe = stats.uncertainty()  # each N x L
-        log_ep = self._log_ep_unnorm - self._log_prefix_norm.to(self.dtype).unsqueeze(-1)  # N x L x K
-        ep_entropy = -xlogx_from_log(log_ep).sum(-1)  # N x L
-        ep_gap = log_ep - stats.mean_log_probs  # N x L x K
-        ep_mkl = (log_ep.exp() * torch.where(log_ep > -math.inf, ep_gap, 0.0)).sum(-1).clamp(min=0.0)
         chosen = torch.stack(self._chosen)  # M x N x L
         prefix = torch.cumsum(chosen, -1) - chosen  # M x N x L
         log_mean_y = torch.logsumexp(chosen, 0) - math.log(num_members)  # N x L: ln pbar(y_t)
@@ -186,11 +254,8 @@ class EnsembleSequenceAccumulator:
             "token_nll": -log_mean_y,
             "token_ep_nll": -log_ep_y,
             "token_data": -chosen.mean(0),
-            **pe,
-            "ep_entropy_of_expected": ep_entropy,
-            "ep_mutual_information": ep_entropy - stats.expected_entropy,
-            "ep_epkl": ep_entropy - stats.expected_entropy + ep_mkl,
-            "ep_mkl": ep_mkl,
+            **stats.uncertainty(),
+            **self._ep_token_measures(stats),
         }
         token = {name: torch.where(mask, value.to(torch.float64), 0.0) for name, value in token.items()}
         length = mask.sum(-1).clamp(min=1).to(torch.float64)  # N
@@ -207,7 +272,7 @@ class EnsembleSequenceAccumulator:
             "pe_knowledge": data - score,
             "ep_knowledge": data - ep_total,
         }
-        sequence.update({name: _masked_mean(token[name], mask) for name in _PE_KEYS + _EP_KEYS})
+        sequence.update({name: _masked_mean(token[name], mask) for name in _POSITION_MEAN_KEYS})
         return token, sequence
 
 

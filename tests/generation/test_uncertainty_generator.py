@@ -108,6 +108,7 @@ def test_ensemble_of_identical_models_has_no_knowledge_uncertainty(task, sample,
         for hypo in hyps[:3]:
             seq = hypo["uncertainty"]["sequence"]
             for key in ("mutual_information", "epkl", "mkl", "ep_mutual_information", "ep_epkl", "ep_mkl",
+                        "authors_ep_mutual_information", "authors_ep_epkl", "authors_ep_mkl",
                         "pe_knowledge", "ep_knowledge"):
                 assert abs(seq[key]) < 1e-5, (key, seq[key])
 
@@ -183,3 +184,17 @@ def test_written_lines_follow_the_documented_format(task, sample, teachers, tmp_
     tu = [line.split("\t") for line in lines if line.startswith("TU-")]
     assert len(tu) == len(su) * len(ENSEMBLE_TOKEN_KEYS)
     assert all(len(t[3].split()) == int(s[2]) for s, t in zip(su, tu[:: len(ENSEMBLE_TOKEN_KEYS)]))
+
+
+def test_temperature_leaves_the_prior_network_dirichlet_alone(task, sample, student):
+    """--temperature changes the decoded distribution (and so the hypotheses and their NLL), never the
+    Dirichlet: re-scoring the same hypotheses at T = 1 and T = 2 gives the same Dirichlet measures."""
+    hyps = task.build_generator([student], _gen_args()).generate([student], sample)
+    hot = task.build_generator([student], _gen_args(temperature=2.0))
+    again = [[dict(h) for h in sentence] for sentence in hyps]
+    hot.attach_uncertainty(sample, again)
+    for cold_sentence, hot_sentence in zip(hyps, again):
+        cold, warm = cold_sentence[0]["uncertainty"], hot_sentence[0]["uncertainty"]
+        for key in ("mutual_information", "epkl", "mkl", "expected_entropy", "knowledge_score"):
+            torch.testing.assert_close(cold["token"][key], warm["token"][key], rtol=0, atol=0, msg=key)
+        assert not torch.equal(cold["token"]["token_nll"], warm["token"]["token_nll"])

@@ -6,6 +6,8 @@ cancel, F.kl_div, and the closed-form stationary point alpha_k = B pbar_k + 1.
 """
 from __future__ import annotations
 
+import math
+
 import mpmath
 import pytest
 import torch
@@ -609,3 +611,25 @@ def test_default_chunk_size_depends_on_the_device(monkeypatch):
     assert numerics.row_slices(100_000, 1000, cuda)[0] == slice(0, (1 << 24) // 1000)
     monkeypatch.setattr(numerics, "CHUNK_ELEMENTS", 3000)
     assert numerics.row_slices(10, 1000, cuda) == [slice(0, 3), slice(3, 6), slice(6, 9), slice(9, 10)]
+
+
+def test_end2_with_offset_zero_has_a_finite_minimum_when_the_members_differ():
+    """alpha = exp(z) (offset 0): the Dirichlet maximum-likelihood fit of differing members exists, so the
+    EnD^2 loss is bounded below and gradient descent settles at a finite precision (K = 200, M = 3); only
+    identical members make it unbounded (the precision then grows for ever and the loss keeps falling)."""
+    g = torch.Generator().manual_seed(0)
+    k, m = 200, 3
+    base = torch.randn(k, generator=g, dtype=F64) * 2
+    teachers = (base + 0.5 * torch.randn(m, k, generator=g, dtype=F64)).unsqueeze(0)  # [1, M, K]
+    z = torch.zeros(1, k, dtype=F64, requires_grad=True)
+    opt = torch.optim.Adam([z], lr=0.05)
+    for _ in range(1500):
+        opt.zero_grad()
+        loss = dirichlet_nll_loss(z, teachers, model_offset=0.0).sum()
+        loss.backward()
+        opt.step()
+    assert z.grad.abs().max().item() < 1e-8  # a stationary point: the minimum of a convex function of alpha
+    assert math.isfinite(loss.item()) and 100 < z.detach().exp().sum().item() < 1e4
+    same = base.expand(1, m, k)
+    values = [dirichlet_nll_loss((base + shift).unsqueeze(0), same, model_offset=0.0).item() for shift in (0, 10, 20)]
+    assert values[0] > values[1] > values[2] and values[2] < loss.item()

@@ -424,3 +424,24 @@ def test_select_without_padding_returns_views():
     assert selected.mean_log_probs.data_ptr() == stats.mean_log_probs.data_ptr()
     torch.testing.assert_close(selected.mkl(), mkl.reshape(-1), rtol=0, atol=0)
     torch.testing.assert_close(selected.uncertainty()["epkl"], stats.uncertainty()["epkl"].reshape(-1), rtol=0, atol=0)
+
+
+def test_finalize_release_hands_over_the_running_sums_without_a_copy():
+    """release=True: the statistics are the accumulator's own buffers (no new [..., K] tensor), with the
+    values of the copying finalize; the accumulator is empty afterwards and can start a new ensemble."""
+    members = _members(dtype=torch.float32)
+    with torch.no_grad():
+        acc = EnsembleStatisticsAccumulator()
+        for member in members:
+            acc.add(member)
+        want = acc.finalize()  # copies
+        buffers = (acc._log_sum_probs.data_ptr(), acc._sum_log_probs.data_ptr())
+        got = acc.finalize(release=True)
+    assert (got.log_mean_probs.data_ptr(), got.mean_log_probs.data_ptr()) == buffers
+    for name in ("log_mean_probs", "mean_log_probs", "expected_entropy"):
+        torch.testing.assert_close(getattr(got, name), getattr(want, name), rtol=0, atol=0, msg=name)
+    assert acc.num_members == 0
+    with pytest.raises(ValueError, match="no member"):
+        acc.finalize()
+    acc.add(members[0])  # a new ensemble
+    assert acc.num_members == 1
