@@ -27,6 +27,7 @@ from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from ..checkpoints import initialise_from_checkpoint
 from ..constants import TEACHER_STATS_KEY
 from ..generation.output import UncertaintyWriter, uncertainty_path
+from ..generation.rescoring import DEFAULT_MEMORY_MB
 from ..generation.uncertainty_sequence_generator import UncertaintySequenceGenerator
 from ..teachers import TEACHER_DTYPES, TeacherEnsemble, split_teacher_paths
 from ..uncertainty.sequence import sequence_measure_names, token_measure_names
@@ -86,6 +87,14 @@ class DistillationConfig(FairseqDataclass):
             "help": "generation: write the SU-/TU- lines to this file (default: <results-path>/"
             "uncertainty-<subset>.txt next to fairseq's generate-<subset>.txt, or standard output without "
             "--results-path)"
+        },
+    )
+    uncertainty_memory_mb: float = field(
+        default=DEFAULT_MEMORY_MB,
+        metadata={
+            "help": "generation: memory budget (MiB) of one uncertainty re-scoring pass: the N-best hypotheses are "
+            "re-scored in groups of similar length whose padded size fits it (about 4 bytes per padded target "
+            "position and class for a Prior Network, 20 for an ensemble)"
         },
     )
     # fairseq-generate's own options, read to place the uncertainty file (no command-line flag of their own)
@@ -194,7 +203,8 @@ class DistillationTaskMixin:
             and kwargs.get("prefix_allowed_tokens_fn") is None
         ):
             seq_gen_cls = UncertaintySequenceGenerator
-            extra_gen_cls_kwargs = dict(extra_gen_cls_kwargs or {}, nbest=getattr(args, "nbest", 1))
+            extra_gen_cls_kwargs = dict(extra_gen_cls_kwargs or {}, nbest=getattr(args, "nbest", 1),
+                                        memory_mb=self.cfg.uncertainty_memory_mb)
             self.close_uncertainty_output()
             self.uncertainty_writer = UncertaintyWriter(
                 uncertainty_path(self.cfg.results_path, self.cfg.gen_subset, self.cfg.uncertainty_output),

@@ -52,23 +52,25 @@ def chunk_elements(device: torch.device) -> int:
     return CHUNK_ELEMENTS_CPU if torch.device(device).type == "cpu" else CHUNK_ELEMENTS_GPU
 
 
-def row_slices(num_rows: int, num_classes: int, device: torch.device) -> list[slice]:
-    """Row ranges of at most :func:`chunk_elements` elements (at least one row each) of ``[num_rows, K]``."""
-    rows = max(1, chunk_elements(device) // max(1, num_classes))
+def row_slices(num_rows: int, num_classes: int, device: torch.device, max_elements: int | None = None) -> list[slice]:
+    """Row ranges of at most ``max_elements`` (default :func:`chunk_elements`) elements, at least one row each,
+    of a ``[num_rows, K]`` tensor."""
+    elements = chunk_elements(device) if max_elements is None else int(max_elements)
+    rows = max(1, elements // max(1, num_classes))
     return [slice(i, min(i + rows, num_rows)) for i in range(0, num_rows, rows)]
 
 
-def rowwise_sum(fn: Callable[..., Tensor], *tensors: Tensor) -> Tensor:
-    """``fn(*row_chunks).sum(-1)`` over row chunks of ``[..., K]`` tensors of one shape: the ``[..., K]``
-    temporaries of ``fn`` are bounded by the chunk size. Returns ``[...]`` (per-row sums are the same as on
-    the whole tensor)."""
+def rowwise_sum(fn: Callable[..., Tensor], *tensors: Tensor, max_elements: int | None = None) -> Tensor:
+    """``fn(*row_chunks).sum(-1)`` over row chunks (of at most ``max_elements`` elements, default
+    :func:`chunk_elements`) of ``[..., K]`` tensors of one shape: the ``[..., K]`` temporaries of ``fn`` are
+    bounded by the chunk size. Returns ``[...]`` (per-row sums are the same as on the whole tensor)."""
     first = tensors[0]
     k = first.shape[-1]
     if first.numel() == 0:
         return fn(*tensors).sum(-1)
     flat = [t.reshape(-1, k) for t in tensors]  # views for contiguous statistics
     out = torch.empty(flat[0].shape[0], dtype=first.dtype, device=first.device)
-    for rows in row_slices(out.shape[0], k, first.device):
+    for rows in row_slices(out.shape[0], k, first.device, max_elements):
         out[rows] = fn(*(t[rows] for t in flat)).sum(-1)
     return out.reshape(first.shape[:-1])
 

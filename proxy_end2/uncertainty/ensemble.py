@@ -107,6 +107,8 @@ class EnsembleStatistics:
     mean_log_probs: Tensor  # [..., K]
     expected_entropy: Tensor  # [...]
     num_members: int
+    #: elements per row chunk of the cached ``[..., K]`` passes (None: ``CHUNK_ELEMENTS``); not a statistic
+    chunk_elements: int | None = None
 
     def __post_init__(self) -> None:
         if self.num_members < 1:
@@ -158,7 +160,8 @@ class EnsembleStatistics:
         Note:
             Uses :math:`0 \ln 0 = 0`, so a class that every member rules out (``-inf`` logits) adds 0.
         """
-        return self._cached("entropy_of_expected", lambda: -rowwise_sum(xlogx_from_log, self.log_mean_probs))
+        return self._cached("entropy_of_expected", lambda: -rowwise_sum(xlogx_from_log, self.log_mean_probs,
+                                                                          max_elements=self.chunk_elements))
 
     def mutual_information(self) -> Tensor:
         r"""Knowledge uncertainty :math:`\mathrm{MI} = \mathcal{H}[\bar p] - \mathrm{ExE} \ge 0`, ``[...]``.
@@ -181,7 +184,8 @@ class EnsembleStatistics:
             (a ``-inf`` logit) to a class that another member supports, :math:`\mathrm{KL}(\bar p \| p_m)`
             is genuinely infinite and so is the result. Finite logits always give a finite value.
         """
-        return self._cached("mkl", lambda: rowwise_sum(_mkl_terms, self.log_mean_probs, self.mean_log_probs))
+        return self._cached("mkl", lambda: rowwise_sum(_mkl_terms, self.log_mean_probs, self.mean_log_probs,
+                                                         max_elements=self.chunk_elements))
 
     def epkl(self) -> Tensor:
         r"""Expected pairwise KL :math:`\frac{1}{M^2}\sum_{m,m'} \mathrm{KL}(p_m \| p_{m'})
@@ -233,6 +237,7 @@ class EnsembleStatistics:
                 mean_log_probs=self.mean_log_probs.reshape(-1, k),  # [N, K]
                 expected_entropy=self.expected_entropy.reshape(-1),  # [N]
                 num_members=self.num_members,
+                chunk_elements=self.chunk_elements,
             )
             carried = {name: value.reshape(-1) for name, value in cache.items()}
         else:
@@ -241,6 +246,7 @@ class EnsembleStatistics:
                 mean_log_probs=self.mean_log_probs[mask],  # [N, K]
                 expected_entropy=self.expected_entropy[mask],  # [N]
                 num_members=self.num_members,
+                chunk_elements=self.chunk_elements,
             )
             carried = {name: value[mask] for name, value in cache.items()}
         if carried:
@@ -276,6 +282,8 @@ class EnsembleStatisticsAccumulator:
 
     Args:
         dtype: floating dtype of the accumulation and of the statistics (default float32).
+        chunk_elements: elements per row chunk of the in-place passes and of the statistics' cached
+            measures (default ``CHUNK_ELEMENTS``, by device).
 
     Example:
         >>> acc = EnsembleStatisticsAccumulator()
@@ -285,10 +293,11 @@ class EnsembleStatisticsAccumulator:
         tensor([0., 0.])
     """
 
-    def __init__(self, dtype: torch.dtype = torch.float32) -> None:
+    def __init__(self, dtype: torch.dtype = torch.float32, chunk_elements: int | None = None) -> None:
         if not dtype.is_floating_point:
             raise ValueError(f"dtype must be a floating point dtype, got {dtype}")
         self.dtype = dtype
+        self.chunk_elements = chunk_elements  # elements per row chunk of add() (None: CHUNK_ELEMENTS)
         self._reset()
 
     def _reset(self) -> None:
@@ -366,7 +375,7 @@ class EnsembleStatisticsAccumulator:
         log_sum = self._log_sum_probs.view(-1, k)  # [N, K]
         sum_log = self._sum_log_probs.view(-1, k)  # [N, K]
         neg_entropy = self._sum_neg_entropy.view(-1)  # [N]
-        for rows in row_slices(n, k, member_logits.device):
+        for rows in row_slices(n, k, member_logits.device, self.chunk_elements):
             log_probs = torch.log_softmax(logits[rows].to(self.dtype), dim=-1)  # [n, K]
             chunk_neg_entropy = xlogx_from_log(log_probs).sum(-1)  # [n]
             if first:
@@ -403,6 +412,7 @@ class EnsembleStatisticsAccumulator:
                 mean_log_probs=self._sum_log_probs.div_(m),  # [..., K], the same storage
                 expected_entropy=self._sum_neg_entropy.div_(-m),  # [...]
                 num_members=m,
+                chunk_elements=self.chunk_elements,
             )
             self._reset()  # empty again: the statistics own the buffers now
             return stats
@@ -411,6 +421,7 @@ class EnsembleStatisticsAccumulator:
             mean_log_probs=self._sum_log_probs / m,  # [..., K]
             expected_entropy=-self._sum_neg_entropy / m,  # [...]
             num_members=m,
+            chunk_elements=self.chunk_elements,
         )
 
 

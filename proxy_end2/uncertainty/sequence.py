@@ -73,7 +73,7 @@ import torch
 from torch import Tensor
 
 from .dirichlet import dirichlet_concentrations, dirichlet_uncertainty
-from ._numerics import digamma_minus_log, xlogx_from_log
+from ._numerics import digamma_minus_log, row_slices, xlogx_from_log
 from .ensemble import EnsembleStatisticsAccumulator
 
 PRIOR_NETWORK_TOKEN_KEYS: tuple[str, ...] = (
@@ -120,8 +120,41 @@ def _masked_mean(token: Tensor, mask: Tensor) -> Tensor:
     return (token.to(torch.float64) * mask).sum(-1) / length
 
 
+def _hypothesis_chunks(num_hypotheses: int, length: int, num_classes: int, device,
+                       max_elements: int | None) -> list[slice]:
+    """Ranges of whole hypotheses whose ``[n, L, K]`` slices hold at most ``max_elements`` (default
+    ``CHUNK_ELEMENTS``) elements, at least one hypothesis each: the passes over ``[..., K]`` below keep their
+    temporaries chunk-sized."""
+    return row_slices(num_hypotheses, max(1, length) * num_classes, device, max_elements)
+
+
+def _prior_network_token_chunk(z: Tensor, y: Tensor, model_offset: float, temperature: float) -> dict[str, Tensor]:
+    """The Prior-Network token measures (module docstring) of positions ``z`` ``[p, K]`` with decoded tokens
+    ``y`` ``[p]``; float64 ``[p]`` each."""
+    log_q = torch.log_softmax(z.to(torch.float64) / temperature, dim=-1)  # p x K
+    log_q_y = log_q.gather(-1, y.unsqueeze(-1)).squeeze(-1)  # p
+    entropy_of_q = -xlogx_from_log(log_q).sum(-1)  # p
+    del log_q
+    alphas = dirichlet_concentrations(z, model_offset=model_offset, dtype=torch.float64)  # p x K
+    dirichlet = dirichlet_uncertainty(alphas)  # each p
+    alpha_y = alphas.gather(-1, y.unsqueeze(-1)).squeeze(-1)  # p
+    alpha_0 = alphas.sum(-1)  # p
+    return {
+        "token_nll": -log_q_y,
+        "entropy_of_expected": entropy_of_q,
+        "dirichlet_entropy_of_expected": dirichlet["entropy_of_expected"],
+        "expected_entropy": dirichlet["expected_entropy"],
+        "mutual_information": dirichlet["mutual_information"],
+        "epkl": dirichlet["epkl"],
+        "mkl": dirichlet["mkl"],
+        # ln mu_y - (psi(alpha_y) - psi(alpha_0)) = r(alpha_0) - r(alpha_y) >= 0: no cancellation
+        "knowledge_score": (digamma_minus_log(alpha_0) - digamma_minus_log(alpha_y)).clamp(min=0.0),
+    }
+
+
 def prior_network_sequence_uncertainty(
-    logits: Tensor, target: Tensor, mask: Tensor, model_offset: float = 1.0, temperature: float = 1.0
+    logits: Tensor, target: Tensor, mask: Tensor, model_offset: float = 1.0, temperature: float = 1.0,
+    chunk_elements: int | None = None,
 ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """Token ``[N, L]`` and sequence ``[N]`` measures of a Prior Network's teacher-forced logits.
 
@@ -132,36 +165,31 @@ def prior_network_sequence_uncertainty(
         model_offset: ``c`` in ``alpha = exp(z) + c``.
         temperature: ``T`` of the decoded distribution ``q = softmax(z / T)`` (``token_nll``, ``log_prob``,
             ``score``, ``entropy_of_expected``); the Dirichlet measures do not depend on it.
+        chunk_elements: elements per row chunk of the float64 passes (default ``CHUNK_ELEMENTS``).
 
     Returns:
         ``(token, sequence)`` dicts keyed by :data:`PRIOR_NETWORK_TOKEN_KEYS` and
         :data:`PRIOR_NETWORK_SEQUENCE_KEYS`; float64; token values are 0 at padding.
+
+    Memory: only the non-pad positions are evaluated, on row chunks: the float64 temporaries (about twenty
+    chunk-sized tensors) are bounded whatever ``N * L * K`` is.
     """
     _check_inputs(logits, target, mask)
     if not (math.isfinite(temperature) and temperature > 0):
         raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
-    log_q = torch.log_softmax(logits.to(torch.float64) / temperature, dim=-1)  # N x L x K
-    log_q_y = log_q.gather(-1, target.unsqueeze(-1)).squeeze(-1)  # N x L
-    entropy_of_q = -xlogx_from_log(log_q).sum(-1)  # N x L
-    del log_q
-    alphas = dirichlet_concentrations(logits, model_offset=model_offset, dtype=torch.float64)  # N x L x K
-    dirichlet = dirichlet_uncertainty(alphas)  # each N x L
-    alpha_y = alphas.gather(-1, target.unsqueeze(-1)).squeeze(-1)  # N x L
-    alpha_0 = alphas.sum(-1)  # N x L
-    del alphas
-    token = {
-        "token_nll": -log_q_y,
-        "entropy_of_expected": entropy_of_q,
-        "dirichlet_entropy_of_expected": dirichlet["entropy_of_expected"],
-        "expected_entropy": dirichlet["expected_entropy"],
-        "mutual_information": dirichlet["mutual_information"],
-        "epkl": dirichlet["epkl"],
-        "mkl": dirichlet["mkl"],
-        # ln mu_y - (psi(alpha_y) - psi(alpha_0)) = r(alpha_0) - r(alpha_y) >= 0: no cancellation, no clamp needed
-        "knowledge_score": (digamma_minus_log(alpha_0) - digamma_minus_log(alpha_y)).clamp(min=0.0),
-    }
-    token = {name: torch.where(mask, value.to(torch.float64), 0.0) for name, value in token.items()}
-    log_prob = (log_q_y * mask).sum(-1)  # N
+    k = logits.shape[-1]
+    flat, flat_target = logits.reshape(-1, k), target.reshape(-1)  # views for contiguous logits
+    positions = mask.reshape(-1).nonzero().squeeze(1)  # the non-pad positions
+    token = {name: torch.zeros(flat_target.shape, dtype=torch.float64, device=logits.device)
+             for name in PRIOR_NETWORK_TOKEN_KEYS}
+    for rows in row_slices(positions.numel(), k, logits.device, chunk_elements):
+        index = positions[rows]
+        values = _prior_network_token_chunk(flat.index_select(0, index), flat_target.index_select(0, index),
+                                            model_offset, temperature)
+        for name, value in values.items():
+            token[name].index_copy_(0, index, value)
+    token = {name: value.view(mask.shape) for name, value in token.items()}  # 0 at padding
+    log_prob = -token["token_nll"].sum(-1)  # N
     sequence = {"log_prob": log_prob, "score": -log_prob / mask.sum(-1).clamp(min=1)}
     sequence.update({name: _masked_mean(token[name], mask) for name in PRIOR_NETWORK_TOKEN_KEYS[1:]})
     return token, sequence
@@ -170,19 +198,23 @@ def prior_network_sequence_uncertainty(
 class EnsembleSequenceAccumulator:
     r"""Streams the members of an ensemble (one ``[N, L, K]`` logit tensor at a time) into the pe/ep measures.
 
-    Memory is O(N * L * K) whatever the number of members: besides the pe statistics of
-    :class:`~proxy_end2.uncertainty.EnsembleStatisticsAccumulator` (two ``[N, L, K]`` sums) it keeps, in
-    ``dtype``, :math:`\ln \sum_m \rho_m p_m` and :math:`\ln \sum_m \rho_m (-\ln p_m)` (``[N, L, K]`` each), with
-    :math:`\rho_m = P_m(y_{<t}) / P_1(y_{<t})` (float64 ``[N, L]`` prefix differences), the log of
-    :math:`\sum_m \rho_m` and of :math:`\sum_m \rho_m \mathcal H[p_m]` (``[N, L]``), and the members'
-    chosen-token log-probabilities (``[M, N, L]``, float64).
+    Memory is O(N * L * K) whatever the number of members: four ``[N, L, K]`` running sums in ``dtype`` (the
+    two of :class:`~proxy_end2.uncertainty.EnsembleStatisticsAccumulator` for the pe statistics, and
+    :math:`\ln \sum_m \rho_m p_m`, :math:`\ln \sum_m \rho_m (-\ln p_m)` for the ep ones, with
+    :math:`\rho_m = P_m(y_{<t}) / P_1(y_{<t})`), updated in place on chunks of whole hypotheses, plus
+    ``[N, L]`` float64 vectors (the prefix differences, :math:`\ln \sum_m \rho_m`,
+    :math:`\ln \sum_m \rho_m \mathcal H[p_m]`) and the members' chosen-token log-probabilities (``[M, N, L]``).
+    :meth:`finalize` hands the pe sums over to the statistics without a copy and computes the measures on
+    chunks, so no further ``[N, L, K]`` tensor is allocated.
     """
 
-    def __init__(self, target: Tensor, mask: Tensor, dtype: torch.dtype = torch.float32) -> None:
+    def __init__(self, target: Tensor, mask: Tensor, dtype: torch.dtype = torch.float32,
+                 chunk_elements: int | None = None) -> None:
         self.target = target
         self.mask = mask
         self.dtype = dtype
-        self._pe = EnsembleStatisticsAccumulator(dtype=dtype)
+        self.chunk_elements = chunk_elements  # elements per chunk of the [n, L, K] passes (None: CHUNK_ELEMENTS)
+        self._pe = EnsembleStatisticsAccumulator(dtype=dtype, chunk_elements=chunk_elements)
         self._reference: Tensor | None = None  # N x L: ln P_1(y_<t), float64
         self._log_rho_sum: Tensor | None = None  # N x L: ln sum_m rho_m, float64
         self._log_ep_unnorm: Tensor | None = None  # N x L x K: ln sum_m rho_m p_m(.)
@@ -191,43 +223,67 @@ class EnsembleSequenceAccumulator:
         self._chosen: list[Tensor] = []  # M x [N x L]: ln p_m(y_t | y_<t), 0 at padding, float64
 
     def add(self, member_logits: Tensor) -> None:
-        """Fold in one member's teacher-forced logits ``[N, L, K]``."""
+        """Fold in one member's teacher-forced logits ``[N, L, K]`` (not modified, not kept)."""
         _check_inputs(member_logits, self.target, self.mask)
-        log_p = torch.log_softmax(member_logits.to(self.dtype), dim=-1)  # N x L x K
-        self._pe.add(log_p)
-        chosen = log_p.gather(-1, self.target.unsqueeze(-1)).squeeze(-1).to(torch.float64)  # N x L
-        chosen = torch.where(self.mask, chosen, 0.0)
-        prefix = torch.cumsum(chosen, dim=-1) - chosen  # N x L: exclusive prefix sum ln P_m(y_<t), 0 at t = 1
-        if self._reference is None:
-            self._reference = prefix
-        log_rho = prefix - self._reference  # N x L, float64: small even when the prefixes are thousands of nats
-        log_rho_k = log_rho.to(self.dtype).unsqueeze(-1)  # N x L x 1
-        entropy = (-xlogx_from_log(log_p).sum(-1)).to(torch.float64)  # N x L
-        terms = (log_rho_k + log_p, log_rho_k + torch.log(-log_p), log_rho + torch.log(entropy))
-        if self._log_ep_unnorm is None:
-            self._log_ep_unnorm, self._log_neg_log_unnorm, self._log_entropy_unnorm = terms
-            self._log_rho_sum = log_rho
+        self._pe.add(member_logits)
+        first = self._log_ep_unnorm is None
+        if first:
+            self._log_ep_unnorm = torch.empty(member_logits.shape, dtype=self.dtype, device=member_logits.device)
+            self._log_neg_log_unnorm = torch.empty_like(self._log_ep_unnorm)
+            self._reference = torch.zeros(self.mask.shape, dtype=torch.float64, device=self.mask.device)
+        chosen = torch.empty(self.mask.shape, dtype=torch.float64, device=self.mask.device)
+        log_rho = torch.empty_like(chosen)
+        log_entropy = torch.empty_like(chosen)
+        n, length, k = member_logits.shape
+        for rows in _hypothesis_chunks(n, length, k, member_logits.device, self.chunk_elements):
+            self._add_chunk(member_logits[rows], rows, first, chosen, log_rho, log_entropy)
+        if first:
+            self._log_rho_sum, self._log_entropy_unnorm = log_rho, log_entropy + log_rho
         else:
-            self._log_ep_unnorm = torch.logaddexp(self._log_ep_unnorm, terms[0])
-            self._log_neg_log_unnorm = torch.logaddexp(self._log_neg_log_unnorm, terms[1])
-            self._log_entropy_unnorm = torch.logaddexp(self._log_entropy_unnorm, terms[2])
             self._log_rho_sum = torch.logaddexp(self._log_rho_sum, log_rho)
+            self._log_entropy_unnorm = torch.logaddexp(self._log_entropy_unnorm, log_entropy + log_rho)
         self._chosen.append(chosen)
 
-    def _ep_token_measures(self, stats) -> dict[str, Tensor]:
-        """The ep measures ``[N, L]`` (module docstring), from the weighted sums and the pe statistics."""
-        log_norm = self._log_rho_sum.unsqueeze(-1)  # N x L x 1, float64
-        log_ep = (self._log_ep_unnorm - log_norm.to(self.dtype))  # N x L x K: ln p_ep
-        ep_entropy = -xlogx_from_log(log_ep).sum(-1)  # N x L
-        ep_mean_neg_log = (self._log_neg_log_unnorm - log_norm.to(self.dtype)).exp()  # sum_m w_m (-ln p_m)
+    def _add_chunk(self, logits: Tensor, rows: slice, first: bool, chosen: Tensor, log_rho: Tensor,
+                   log_entropy: Tensor) -> None:
+        """One member on the hypotheses ``rows``: chosen-token log-probs, entropies and prefix weights into the
+        ``[N, L]`` outputs, and the ep running sums updated in place."""
+        log_p = torch.log_softmax(logits.to(self.dtype), dim=-1)  # n x L x K
+        target, mask = self.target[rows], self.mask[rows]
+        picked = log_p.gather(-1, target.unsqueeze(-1)).squeeze(-1).to(torch.float64)  # n x L
+        picked = torch.where(mask, picked, 0.0)
+        prefix = torch.cumsum(picked, dim=-1) - picked  # exclusive prefix sum ln P_m(y_<t), 0 at t = 1
+        if first:
+            self._reference[rows] = prefix
+        chosen[rows] = picked
+        log_rho[rows] = prefix - self._reference[rows]  # small even when the prefixes are thousands of nats
+        log_entropy[rows] = torch.log(-xlogx_from_log(log_p).sum(-1).to(torch.float64))
+        log_rho_k = log_rho[rows].to(self.dtype).unsqueeze(-1)  # n x L x 1
+        weighted_p = log_p.add(log_rho_k)  # ln rho_m + ln p_m
+        weighted_neg_log = log_p.neg_().log_().add_(log_rho_k)  # ln rho_m + ln(-ln p_m), reusing log_p
+        if first:
+            self._log_ep_unnorm[rows] = weighted_p
+            self._log_neg_log_unnorm[rows] = weighted_neg_log
+        else:
+            torch.logaddexp(self._log_ep_unnorm[rows], weighted_p, out=self._log_ep_unnorm[rows])
+            torch.logaddexp(self._log_neg_log_unnorm[rows], weighted_neg_log, out=self._log_neg_log_unnorm[rows])
+
+    def _ep_token_chunk(self, rows: slice, mean_log_probs: Tensor, expected_entropy: Tensor) -> dict[str, Tensor]:
+        """The ep measures ``[n, L]`` (module docstring) of the hypotheses ``rows``."""
+        log_norm = self._log_rho_sum[rows]  # n x L, float64
+        log_norm_k = log_norm.to(self.dtype).unsqueeze(-1)
+        log_ep = self._log_ep_unnorm[rows] - log_norm_k  # n x L x K: ln p_ep
+        ep_entropy = -xlogx_from_log(log_ep).sum(-1)  # n x L
+        p_ep = log_ep.exp()
         supported = log_ep > -math.inf
         # sum_k p_ep,k (ln p_ep,k - sum_m w_m ln p_mk): every bracket >= 0 by Jensen
-        ep_mkl = (log_ep.exp() * torch.where(supported, log_ep + ep_mean_neg_log, 0.0).clamp(min=0.0)).sum(-1)
-        ep_exe = (self._log_entropy_unnorm - self._log_rho_sum).exp()  # N x L, float64
+        gap = (self._log_neg_log_unnorm[rows] - log_norm_k).exp_().add_(log_ep)
+        ep_mkl = (p_ep * torch.where(supported, gap, 0.0).clamp_(min=0.0)).sum(-1)
+        gap = torch.sub(log_ep, mean_log_probs[rows], out=gap)  # ln p_ep - mean_m ln p_m: the authors' MKL
+        authors_mkl = (p_ep * torch.where(supported, gap, 0.0)).sum(-1).clamp(min=0.0)
+        ep_exe = (self._log_entropy_unnorm[rows] - log_norm).exp()  # n x L, float64
         ep_mi = (ep_entropy.to(torch.float64) - ep_exe).clamp(min=0.0)
-        authors_gap = torch.where(supported, log_ep - stats.mean_log_probs, 0.0)  # ln p_ep - mean_m ln p_m
-        authors_mkl = (log_ep.exp() * authors_gap).sum(-1).clamp(min=0.0)
-        authors_mi = ep_entropy - stats.expected_entropy
+        authors_mi = ep_entropy - expected_entropy[rows]
         return {
             "ep_entropy_of_expected": ep_entropy,
             "ep_expected_entropy": ep_exe,
@@ -239,13 +295,26 @@ class EnsembleSequenceAccumulator:
             "authors_ep_mkl": authors_mkl,
         }
 
+    def _ep_token_measures(self, stats) -> dict[str, Tensor]:
+        """The ep measures ``[N, L]``, computed on chunks of hypotheses."""
+        n, length, k = self._log_ep_unnorm.shape
+        out: dict[str, Tensor] = {}
+        for rows in _hypothesis_chunks(n, length, k, self._log_ep_unnorm.device, self.chunk_elements):
+            chunk = self._ep_token_chunk(rows, stats.mean_log_probs, stats.expected_entropy)
+            for name, value in chunk.items():
+                out.setdefault(name, torch.empty(n, length, dtype=value.dtype, device=value.device))[rows] = value
+        return out
+
     def finalize(self) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        """``(token, sequence)`` dicts keyed by :data:`ENSEMBLE_TOKEN_KEYS` / :data:`ENSEMBLE_SEQUENCE_KEYS`."""
+        """``(token, sequence)`` dicts keyed by :data:`ENSEMBLE_TOKEN_KEYS` / :data:`ENSEMBLE_SEQUENCE_KEYS`.
+
+        Call once: the pe running sums become the statistics (no copy), so no member can be added afterwards.
+        """
         if not self._chosen:
             raise ValueError("no member was added to the ensemble (M = 0)")
         mask = self.mask
         num_members = len(self._chosen)
-        stats = self._pe.finalize()
+        stats = self._pe.finalize(release=True)
         chosen = torch.stack(self._chosen)  # M x N x L
         prefix = torch.cumsum(chosen, -1) - chosen  # M x N x L
         log_mean_y = torch.logsumexp(chosen, 0) - math.log(num_members)  # N x L: ln pbar(y_t)

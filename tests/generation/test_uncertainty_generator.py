@@ -135,7 +135,7 @@ def test_empty_hypothesis_and_chunking(task, sample, teachers, student):
         gen.attach_uncertainty(sample, finalized)
         assert all(len(v) == 1 for v in eos_only["uncertainty"]["token"].values())
         small = task.build_generator(models, _gen_args())
-        small.max_rescore_tokens = 5
+        small.rescorer.memory_mb = 1e-6  # one hypothesis per re-scoring pass
         again = [[dict(h) for h in hyps] for hyps in finalized]
         small.attach_uncertainty(sample, again)
         for hyps_a, hyps_b in zip(finalized, again):
