@@ -14,7 +14,7 @@ from experiment import OOD_NAME  # noqa: E402
 from summary import ENSEMBLE  # noqa: E402
 
 #: Line colour per model.
-COLOURS = {"proxy": "tab:blue", "end2": "tab:red", "kl": "tab:green", ENSEMBLE: "black"}
+COLOURS = {"proxy": "tab:blue", "end2": "tab:red", "end2_c0": "tab:orange", "kl": "tab:green", ENSEMBLE: "black"}
 #: (panel title, flattened key, log y-axis)
 PANELS: tuple[tuple[str, str, bool], ...] = (
     ("KL(p̄ ‖ softmax z), nats (test)", "metrics.kl_softmax", True),

@@ -20,9 +20,13 @@ from pathlib import Path
 _HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(_HERE.parents[1]), str(_HERE)]  # the repository's proxy_end2, and this folder's modules
 
+from distil_kit.reporting import setup_logging  # noqa: E402
+
+setup_logging()  # first: fairseq (imported by proxy_end2) would set the root logger to DEBUG
+
 import torch  # noqa: E402
 
-from distil_kit.reporting import machine_info, setup_logging, write_json  # noqa: E402
+from distil_kit.reporting import machine_info, write_json  # noqa: E402
 from experiment import ExperimentConfig, run_cell  # noqa: E402
 from plots import plot_summary  # noqa: E402
 from summary import ensemble_table, gradient_table, main_table, summarise_cells  # noqa: E402

@@ -44,6 +44,8 @@ def main_table(summary: dict) -> str:
     rows = []
     for k, models in summary.items():
         ens = models[ENSEMBLE]
+        rows.append([str(k), "uniform prediction (reference)", MISSING, format_summary(ens.get("kl_uniform"))]
+                    + [MISSING] * (len(MAIN_COLUMNS) - 1))
         rows.append([str(k), "ensemble (reference)", MISSING, MISSING, MISSING, MISSING, MISSING, MISSING,
                      format_summary(ens.get(f"ood.{OOD_NAME}.auc_mutual_information")),
                      format_summary(ens.get(f"ood.{OOD_NAME}.auc_total")), MISSING])

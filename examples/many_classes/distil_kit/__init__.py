@@ -2,7 +2,8 @@
 
 One concept per module:
 
-* :mod:`.objectives`: the three distillation losses by name (Proxy-EnD^2, EnD^2, EnD) on ensemble statistics;
+* :mod:`.objectives`: the distillation losses by name (Proxy-EnD^2, EnD^2 with c = 1 and c = 0, EnD) on
+  ensemble statistics;
 * :mod:`.transfer`: a transfer set (inputs + teacher statistics) and streaming teacher statistics;
 * :mod:`.students`: an MLP student with a shared hidden layer feeding a K-way output layer;
 * :mod:`.training`: the training loop (Adam, fixed step budget, probes at chosen steps);

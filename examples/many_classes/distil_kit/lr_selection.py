@@ -2,8 +2,8 @@
 
 Each candidate learning rate trains a student from the same initialisation, with the same batches and step
 budget; the one with the lowest validation KL(pbar || softmax z) wins. The criterion is the same for all
-three losses (the quantity all of them should get right: every loss is minimised by a student whose
-softmax(z) is close to the ensemble mean), so no loss is judged by its own, incomparable, value.
+losses (the student's mean is what every one of them is meant to get right), so no loss is judged by its
+own, incomparable, value.
 """
 from __future__ import annotations
 

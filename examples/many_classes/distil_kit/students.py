@@ -3,7 +3,7 @@
 All K classes read the same last hidden layer, so they compete for its (few) features: a loss whose gradient
 is dominated by tail classes spends the shared capacity on the tail. A LayerNorm sits right before the output
 projection, as in the paper's Prior Networks (and ``proxy_end2``'s ``prior_transformer``), for numerical
-stability of the exp-parametrised concentrations; the same network is used for all three losses.
+stability of the exp-parametrised concentrations; the same network is used for every loss.
 """
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from proxy_end2.uncertainty import EnsembleStatistics, dirichlet_concentrations, dirichlet_uncertainty
 
-from .objectives import MODEL_OFFSET, is_dirichlet
+from .objectives import is_dirichlet, model_offset
 
 KNOWLEDGE_MEASURES: tuple[str, ...] = ("mutual_information", "epkl")
 """Measures of knowledge uncertainty (defined for the ensemble and for Dirichlet students)."""
@@ -46,11 +46,12 @@ def ensemble_measures(stats: EnsembleStatistics) -> dict[str, np.ndarray]:
 def student_measures(loss_name: str, logits: Tensor) -> dict[str, np.ndarray]:
     """The measures a student trained with ``loss_name`` has, per position, ``[N]`` float64 arrays.
 
-    Dirichlet students (alpha = exp(z) + MODEL_OFFSET): all :data:`MEASURES`, closed form. Softmax
-    students: only ``total``.
+    Dirichlet students (alpha = exp(z) + c, ``c`` of :func:`~.objectives.model_offset`): all
+    :data:`MEASURES`, closed form. Softmax students: only ``total``.
     """
     if is_dirichlet(loss_name):
-        u = dirichlet_uncertainty(dirichlet_concentrations(logits, model_offset=MODEL_OFFSET))
+        alphas = dirichlet_concentrations(logits, model_offset=model_offset(loss_name))  # [N, K] float64
+        u = dirichlet_uncertainty(alphas)
         return {
             "total": u["entropy_of_expected"].numpy(),
             "mutual_information": u["mutual_information"].numpy(),
