@@ -38,8 +38,8 @@ FULL = ClassificationConfig(
     seeds=(0, 1, 2), num_teachers=10, steps=1000, batch_size=64, lrs=(3e-3, 1e-2, 3e-2),
 )
 QUICK = ClassificationConfig(
-    teacher=TeacherConfig(steps=200, batch_size=64, lr=1e-2, weight_decay=0.0),
-    seeds=(0,), num_teachers=3, steps=150, batch_size=64, lrs=(1e-2,), probe_size=64,
+    teacher=TeacherConfig(steps=150, batch_size=64, lr=1e-2, weight_decay=0.0),
+    seeds=(0,), num_teachers=3, steps=100, batch_size=64, lrs=(1e-2,), probe_size=48,
 )
 
 

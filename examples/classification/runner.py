@@ -22,10 +22,20 @@ Figure = Callable[[Task, SeedOutcome, Path], None]
 """Optional figure of the first seed's models, written into the output folder."""
 
 
+#: ``--quick`` writes under the repository's ``runs/`` (ignored by git), never over the recorded results.
+QUICK_ROOT = Path(__file__).resolve().parents[2] / "runs" / "examples"
+
+
+def quick_out(default_out: Path) -> Path:
+    """Default output folder of ``--quick``: ``runs/examples/<task>_quick``."""
+    return QUICK_ROOT / f"{default_out.name}_quick"
+
+
 def parse_args(description: str, default_out: Path, argv: Optional[list[str]]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--quick", action="store_true", help="reduced sizes (1 seed, short training): tests")
-    p.add_argument("--out", type=Path, default=default_out, help=f"output folder (default {default_out})")
+    p.add_argument("--out", type=Path, help=f"output folder (default {default_out}; with --quick "
+                   f"{quick_out(default_out)})")
     p.add_argument("--seeds", type=int, nargs="+", help="seeds (the first one chooses the learning rates)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--verbose", action="store_true", help="debug logging")
@@ -48,6 +58,7 @@ def run_task(
     cfg = quick if args.quick else full
     if args.seeds:
         cfg = dataclasses.replace(cfg, seeds=tuple(args.seeds))
+    args.out = args.out or (quick_out(default_out) if args.quick else default_out)
     args.out.mkdir(parents=True, exist_ok=True)
     command = " ".join(["python", script, *(argv if argv is not None else sys.argv[1:])])
     start, records, chosen_lrs = time.perf_counter(), [], {}

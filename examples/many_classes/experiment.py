@@ -15,6 +15,7 @@ import torch
 from distil_kit.assessment import assess_ensemble
 from distil_kit.objectives import LOSS_NAMES
 from distil_kit.protocol import Splits, run_losses
+from distil_kit.reporting import setup_logging
 from distil_kit.students import MLPStudent
 from distil_kit.training import TrainConfig
 from distil_kit.transfer import build_transfer_set
@@ -82,3 +83,12 @@ def run_cell(k: int, seed: int, cfg: ExperimentConfig, chosen_lrs: dict[int, dic
     runs, _ = run_losses(cfg.losses, make_model, splits, train_cfg, cfg.lrs, chosen_lrs.setdefault(k, {}), cfg.probe_size)
     return {"num_classes": k, "seed": seed, "ensemble": assess_ensemble(splits.test, splits.ood), "runs": runs,
             "seconds": time.perf_counter() - start}
+
+
+def run_k(k: int, cfg: ExperimentConfig, threads: int = 1, verbose: bool = False) -> list[dict]:
+    """Every seed of one K, in order (the unit of parallel work: learning rates are chosen per K, on the
+    first seed). Sets up logging and torch threads, so that it can run in a fresh worker process."""
+    setup_logging(verbose)
+    torch.set_num_threads(threads)
+    chosen_lrs: dict[int, dict[str, float]] = {}
+    return [run_cell(k, seed, cfg, chosen_lrs) for seed in cfg.seeds]
