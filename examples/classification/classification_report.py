@@ -15,10 +15,12 @@ ID_COLUMNS: tuple[tuple[str, str, int], ...] = (
     ("ECE (15 bins)", "ece", 3),
     ("KL(p̄‖softmax z)", "kl_softmax", 3),
     ("top-1 agreement", "top1_agreement", 3),
-    ("Spearman MI", "spearman_mutual_information", 3),
+    ("Spearman MI (in-domain)", "spearman_mutual_information", 3),
 )
 #: OOD measures reported per OOD set: (header suffix, flattened key suffix).
-OOD_COLUMNS: tuple[tuple[str, str], ...] = (("AUC total", "auc_total"), ("AUC MI", "auc_mutual_information"))
+OOD_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("AUC total", "auc_total"), ("AUC MI", "auc_mutual_information"), ("Spearman MI", "spearman_mutual_information"),
+)
 
 
 def summarise_seeds(records: Sequence[dict]) -> dict[str, dict]:

@@ -29,8 +29,8 @@ from teacher_training import TeacherConfig  # noqa: E402
 #: Seed of the data split and of the auxiliary images (fixed across model seeds).
 DATA_SEED = 0
 FULL = ClassificationConfig(
-    teacher=TeacherConfig(steps=800, batch_size=64, lr=3e-3, weight_decay=1e-4),
-    seeds=(0, 1, 2), num_teachers=5, steps=600, batch_size=64, lrs=(3e-3, 1e-2, 3e-2),
+    teacher=TeacherConfig(steps=400, batch_size=64, lr=3e-3, weight_decay=1e-4),
+    seeds=(0, 1, 2), num_teachers=5, steps=400, batch_size=64, lrs=(3e-3, 1e-2, 3e-2, 1e-1),
 )
 QUICK = ClassificationConfig(
     teacher=TeacherConfig(steps=120, batch_size=64, lr=3e-3, weight_decay=1e-4),

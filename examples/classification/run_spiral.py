@@ -34,8 +34,8 @@ TRAIN_PER_CLASS, VALID_PER_CLASS, TEST_PER_CLASS = 300, 100, 300
 AUX_INPUTS, OOD_INPUTS = 900, 900
 HIDDEN = 64
 FULL = ClassificationConfig(
-    teacher=TeacherConfig(steps=1000, batch_size=64, lr=1e-2, weight_decay=0.0),
-    seeds=(0, 1, 2), num_teachers=10, steps=1000, batch_size=64, lrs=(3e-3, 1e-2, 3e-2),
+    teacher=TeacherConfig(steps=600, batch_size=64, lr=1e-2, weight_decay=0.0),
+    seeds=(0, 1, 2), num_teachers=10, steps=600, batch_size=64, lrs=(3e-3, 1e-2, 3e-2, 1e-1),
 )
 QUICK = ClassificationConfig(
     teacher=TeacherConfig(steps=150, batch_size=64, lr=1e-2, weight_decay=0.0),

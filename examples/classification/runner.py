@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Callable, Optional
 
 import torch
 
-from distil_kit.reporting import machine_info, setup_logging, write_json
+from distil_kit.reporting import cpu_seconds, machine_info, setup_logging, write_json
 from classification_experiment import ClassificationConfig, SeedOutcome, Task, run_seed
 from classification_report import results_table, summarise_seeds
 
@@ -61,6 +62,7 @@ def run_task(
     args.out = args.out or (quick_out(default_out) if args.quick else default_out)
     args.out.mkdir(parents=True, exist_ok=True)
     command = " ".join(["python", script, *(argv if argv is not None else sys.argv[1:])])
+    load_at_start = os.getloadavg()
     start, records, chosen_lrs = time.perf_counter(), [], {}
     task = build_task()
     logger.info("%s: %d transfer inputs, %d test, OOD sets %s; %s", task.name, len(task.transfer_x),
@@ -70,14 +72,19 @@ def run_task(
         records.append(outcome.record)
         if i == 0 and figure is not None:
             figure(task, outcome, args.out)
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, cpu_seconds()
     summary = summarise_seeds(records)
     table = results_table(summary, list(task.ood))
-    markdown = (f"# {task.name}: recorded results\n\nCommand: `{command}`  \nWall time: {wall:.0f} s. "
+    machine = {**machine_info(), "load_average_at_start": load_at_start}
+    load = ", ".join(f"{x:.1f}" for x in load_at_start)
+    markdown = (f"# {task.name}: recorded results\n\nCommand: `{command}`  \n"
+                f"Machine: {machine['cpu_count']} CPUs ({machine['processor']}), torch {machine['torch']}, "
+                f"{machine['torch_threads']} thread(s); load average at start {load}.  \nWall time: {wall:.0f} s "
+                f"(CPU time: {cpu:.0f} s). "
                 f"Seeds: {list(cfg.seeds)} (mean ± sample std over seeds).\n\n{table}")
     (args.out / "results.md").write_text(markdown)
     write_json(args.out / "results.json", {"command": command, "config": dataclasses.asdict(cfg),
-                                           "machine": machine_info(), "wall_seconds": wall,
+                                           "machine": machine, "wall_seconds": wall, "cpu_seconds": cpu,
                                            "summary": summary, "seeds": records})
     logger.info("done in %.0f s; results in %s", wall, args.out)
     print(markdown)

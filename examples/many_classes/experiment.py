@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -45,11 +45,10 @@ class ExperimentConfig:
     test_size: int = 400
     probe_size: int = 128
     probe_fractions: tuple[float, ...] = (0.0, 0.1, 0.5, 1.0)
-    spec_overrides: dict = field(default_factory=dict)
 
     def spec(self, num_classes: int) -> EnsembleSpec:
         """The teacher ensemble's parameters for ``K = num_classes``."""
-        return EnsembleSpec(num_classes=num_classes, **self.spec_overrides)
+        return EnsembleSpec(num_classes=num_classes)
 
     def probe_steps(self) -> tuple[int, ...]:
         """Steps of the gradient probes (0 = initialisation)."""
@@ -80,7 +79,8 @@ def run_cell(k: int, seed: int, cfg: ExperimentConfig, chosen_lrs: dict[int, dic
         return MLPStudent(spec.input_dim, cfg.hidden, k)
 
     train_cfg = TrainConfig(cfg.steps, cfg.batch_size, cfg.lrs[0], seed, cfg.probe_steps())
-    runs, _ = run_losses(cfg.losses, make_model, splits, train_cfg, cfg.lrs, chosen_lrs.setdefault(k, {}), cfg.probe_size)
+    chosen = chosen_lrs.setdefault(k, {})
+    runs, _ = run_losses(cfg.losses, make_model, splits, train_cfg, cfg.lrs, chosen, cfg.probe_size)
     return {"num_classes": k, "seed": seed, "ensemble": assess_ensemble(splits.test, splits.ood), "runs": runs,
             "seconds": time.perf_counter() - start}
 

@@ -78,6 +78,8 @@ def plot_summary(summary: dict, probe_steps: Sequence[int], path: Path, head: st
         models = LOSS_NAMES + ((ENSEMBLE,) if key == "ood_auc" else ())
         _panel(ax, summary, key, log_y, models)
         ax.set_title(title)
+    ks, means, _ = _series(summary, ENSEMBLE, "kl_uniform")
+    flat[0].plot(ks, means, ":", color="grey", label="uniform prediction")
     for ax, step in zip(flat[4:], (probe_steps[0], probe_steps[-1])):
         _gradient_panel(ax, summary, step, head)
         ax.set_title(f"share of |dC/dz|² on the top-5 classes of p̄, step {step}")

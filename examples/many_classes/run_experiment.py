@@ -29,7 +29,7 @@ setup_logging()  # first: fairseq (imported by proxy_end2) would set the root lo
 
 import torch  # noqa: E402
 
-from distil_kit.reporting import machine_info, write_json  # noqa: E402
+from distil_kit.reporting import cpu_seconds, machine_info, write_json  # noqa: E402
 from experiment import ExperimentConfig, run_k  # noqa: E402
 from plots import plot_summary  # noqa: E402
 from summary import ensemble_table, gradient_table, main_table, summarise_cells  # noqa: E402
@@ -70,7 +70,7 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
                                        for k, v in overrides.items() if v is not None})
 
 
-def render(cfg: ExperimentConfig, summary: dict, command: str, wall: float, machine: dict) -> str:
+def render(cfg: ExperimentConfig, summary: dict, command: str, wall: float, cpu: float, machine: dict) -> str:
     """The Markdown of ``results.md``."""
     steps = cfg.probe_steps()
     load = ", ".join(f"{x:.1f}" for x in machine["load_average_at_start"])
@@ -78,7 +78,8 @@ def render(cfg: ExperimentConfig, summary: dict, command: str, wall: float, mach
         f"# Many-classes experiment: recorded results\n\nCommand: `{command}`  \n"
         f"Machine: {machine['cpu_count']} CPUs ({machine['processor']}), torch {machine['torch']}, "
         f"{machine['jobs']} process(es) x {machine['torch_threads']} thread(s); load average at start {load}.  \n"
-        f"Wall time: {wall:.0f} s. Seeds: {list(cfg.seeds)} (mean ± sample std over seeds). "
+        f"Wall time: {wall:.0f} s (CPU time of all processes: {cpu:.0f} s). "
+        f"Seeds: {list(cfg.seeds)} (mean ± sample std over seeds). "
         f"Steps: {cfg.steps}, batch {cfg.batch_size}, hidden {cfg.hidden}, lr grid {list(cfg.lrs)}.\n\n"
         f"## Students vs the ensemble (in-domain test set; OOD = far inputs)\n\n{main_table(summary)}\n"
         f"## Share of the squared logit-gradient norm on the ensemble's top classes\n\n"
@@ -103,19 +104,20 @@ def main(argv: list[str] | None = None) -> int:
     cfg = config_from_args(args)
     args.out = args.out or (QUICK_OUT if args.quick else DEFAULT_OUT)
     args.out.mkdir(parents=True, exist_ok=True)
-    command = " ".join(["python", "examples/many_classes/run_experiment.py", *(argv if argv is not None else sys.argv[1:])])
+    given = argv if argv is not None else sys.argv[1:]
+    command = " ".join(["python", "examples/many_classes/run_experiment.py", *given])
     logger.info("configuration: %s; %d process(es)", cfg, args.jobs)
     load_at_start = os.getloadavg()
     start = time.perf_counter()
     cells = run_all(cfg, args.jobs, args.threads, args.verbose)
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, cpu_seconds()
     summary = summarise_cells(cells)
     plot_summary(summary, cfg.probe_steps(), args.out / FIGURE_NAME)
     machine = {**machine_info(), "jobs": args.jobs, "load_average_at_start": load_at_start}
-    markdown = render(cfg, summary, command, wall, machine)
+    markdown = render(cfg, summary, command, wall, cpu, machine)
     (args.out / "results.md").write_text(markdown)
     write_json(args.out / "results.json", {"command": command, "config": dataclasses.asdict(cfg),
-                                           "machine": machine, "wall_seconds": wall,
+                                           "machine": machine, "wall_seconds": wall, "cpu_seconds": cpu,
                                            "summary": summary, "cells": cells})
     logger.info("done in %.0f s; results in %s", wall, args.out)
     print(markdown)

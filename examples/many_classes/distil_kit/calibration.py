@@ -35,4 +35,8 @@ def expected_calibration_error(probs: Tensor, labels: Tensor, num_bins: int = EC
 
 def classification_metrics(probs: Tensor, labels: Tensor) -> dict[str, float]:
     """``{"accuracy", "nll", "ece"}`` of ``probs`` ``[N, K]`` against ``labels`` ``[N]``."""
-    return {"accuracy": accuracy(probs, labels), "nll": nll(probs, labels), "ece": expected_calibration_error(probs, labels)}
+    return {
+        "accuracy": accuracy(probs, labels),
+        "nll": nll(probs, labels),
+        "ece": expected_calibration_error(probs, labels),
+    }

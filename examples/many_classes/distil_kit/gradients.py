@@ -56,7 +56,8 @@ def head_shares(grad: Tensor, log_mean_probs: Tensor, head_sizes: tuple[int, ...
     order = log_mean_probs.argsort(-1, descending=True)  # [N, K]
     masks = {}
     for h in head_sizes:
-        masks[f"top{h}"] = torch.zeros_like(energy, dtype=torch.bool).scatter_(-1, order[:, : min(h, grad.shape[-1])], True)
+        top = order[:, : min(h, grad.shape[-1])]  # [N, h]
+        masks[f"top{h}"] = torch.zeros_like(energy, dtype=torch.bool).scatter_(-1, top, True)
     masks["mass90"] = mass_head_mask(log_mean_probs)
     out = {}
     for name, mask in masks.items():

@@ -39,7 +39,12 @@ PRECISION = "mkl"
 LOSS_NAMES: tuple[str, ...] = ("proxy", "end2", "end2_c0", "kl")
 """Objectives in the order the tables list them."""
 
-LOSS_LABELS: dict[str, str] = {"proxy": "Proxy-EnD^2", "end2": "EnD^2 (c=1)", "end2_c0": "EnD^2 (c=0)", "kl": "EnD (KL)"}
+LOSS_LABELS: dict[str, str] = {
+    "proxy": "Proxy-EnD^2",
+    "end2": "EnD^2 (c=1)",
+    "end2_c0": "EnD^2 (c=0)",
+    "kl": "EnD (KL)",
+}
 """Names used in tables and figures."""
 
 MODEL_OFFSETS: dict[str, float] = {"proxy": 1.0, "end2": 1.0, "end2_c0": 0.0}

@@ -6,6 +6,7 @@ import logging
 import math
 import os
 import platform
+import resource
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -78,6 +79,14 @@ def machine_info() -> dict[str, Any]:
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
     }
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process and its finished child processes so far, s (unlike the wall
+    time, it does not grow when other jobs share the machine)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def setup_logging(verbose: bool = False) -> None:

@@ -49,7 +49,9 @@ def index_statistics(stats: EnsembleStatistics, index: Tensor) -> EnsembleStatis
 
 
 @torch.no_grad()
-def teacher_statistics(members: Sequence[Member], inputs: Tensor, batch_size: int = TEACHER_BATCH) -> EnsembleStatistics:
+def teacher_statistics(
+    members: Sequence[Member], inputs: Tensor, batch_size: int = TEACHER_BATCH
+) -> EnsembleStatistics:
     """Ensemble statistics of ``members`` on ``inputs``, streamed over members and row batches.
 
     Args:
