@@ -43,7 +43,8 @@ def plot_uncertainty_maps(task: Task, outcome: SeedOutcome, out_dir: Path) -> No
     _, axis, _ = grid(GRID_RESOLUTION)
     extent = (float(axis[0]), float(axis[-1]), float(axis[0]), float(axis[-1]))
     models = list(maps)
-    fig, axes = plt.subplots(len(ROWS), len(models), figsize=(3.6 * len(models), 3.4 * len(ROWS)), squeeze=False)
+    fig, axes = plt.subplots(len(ROWS), len(models), figsize=(3.2 * len(models), 3.2 * len(ROWS)), squeeze=False,
+                             constrained_layout=True)
     x, y = task.train_x.numpy(), task.train_y.numpy()
     for row, (measure, label) in enumerate(ROWS):
         vmax = max(float(m[measure].max()) for m in maps.values() if measure in m)
@@ -57,8 +58,8 @@ def plot_uncertainty_maps(task: Task, outcome: SeedOutcome, out_dir: Path) -> No
                 ax.text(0.5, 0.5, "not defined\n(softmax student)", ha="center", va="center", transform=ax.transAxes)
                 continue
             image = ax.imshow(maps[model][measure], origin="lower", extent=extent, vmin=0.0, vmax=vmax, cmap="viridis")
-            ax.scatter(x[:, 0], x[:, 1], c=y, s=1, cmap="autumn", alpha=0.5)
-        fig.colorbar(image, ax=axes[row].tolist(), shrink=0.8)
+            ax.scatter(x[:, 0], x[:, 1], c=y, s=0.3, cmap="autumn", alpha=0.4)
+        fig.colorbar(image, ax=axes[row].tolist(), shrink=0.9, pad=0.01)
     path = out_dir / FIGURE_NAME
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
