@@ -33,8 +33,8 @@ FULL = ClassificationConfig(
     seeds=(0, 1, 2), num_teachers=5, steps=400, batch_size=64, lrs=(3e-3, 1e-2, 3e-2, 1e-1),
 )
 QUICK = ClassificationConfig(
-    teacher=TeacherConfig(steps=120, batch_size=64, lr=3e-3, weight_decay=1e-4),
-    seeds=(0,), num_teachers=3, steps=80, batch_size=64, lrs=(1e-2,), probe_size=48,
+    teacher=TeacherConfig(steps=100, batch_size=64, lr=3e-3, weight_decay=1e-4),
+    seeds=(0,), num_teachers=3, steps=60, batch_size=64, lrs=(1e-2,), probe_size=48,
 )
 
 

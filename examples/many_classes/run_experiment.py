@@ -56,8 +56,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, help="Adam updates per student")
     p.add_argument("--lrs", type=float, nargs="+", help="learning-rate grid")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1: fastest here)")
-    p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
-                   help="processes, each running all seeds of one K (default: 2, or 1 on a 1-CPU machine)")
+    p.add_argument("--jobs", type=int,
+                   help="processes, each running all seeds of one K (default: 2, or 1 on a 1-CPU machine or "
+                        "with --quick, where starting a process costs more than it saves)")
     p.add_argument("--verbose", action="store_true", help="debug logging")
     return p.parse_args(argv)
 
@@ -103,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     cfg = config_from_args(args)
     args.out = args.out or (QUICK_OUT if args.quick else DEFAULT_OUT)
+    args.jobs = args.jobs or (1 if args.quick else min(2, os.cpu_count() or 1))
     args.out.mkdir(parents=True, exist_ok=True)
     given = argv if argv is not None else sys.argv[1:]
     command = " ".join(["python", "examples/many_classes/run_experiment.py", *given])
