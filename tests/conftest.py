@@ -69,10 +69,6 @@ def teacher_train_args(data: Path, save_dir: Path, seed: int, max_epoch: int = 1
     ]
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: long end-to-end test (runs real fairseq commands; CI runs it too)")
-
-
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     """Binarised synthetic data: 40 source words, 2000/100/60 train/valid/test sentences, and two

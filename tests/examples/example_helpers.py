@@ -1,5 +1,5 @@
 """Helpers of the example tests: the examples' folders on ``sys.path`` (their modules are the scripts'
-siblings, not an installed package), a ``slow`` mark, and a runner for the examples' command lines.
+siblings, not an installed package) and a runner for the examples' command lines.
 
 Not a ``conftest.py``: a second ``conftest`` module would replace ``tests/conftest.py`` in ``sys.modules``
 and break the ``from conftest import ...`` of the other test folders.
@@ -10,10 +10,8 @@ import json
 import os
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
-import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MANY_CLASSES = REPO_ROOT / "examples" / "many_classes"
@@ -21,12 +19,6 @@ CLASSIFICATION = REPO_ROOT / "examples" / "classification"
 for _folder in (REPO_ROOT, MANY_CLASSES, CLASSIFICATION):
     if str(_folder) not in sys.path:
         sys.path.insert(0, str(_folder))
-
-with warnings.catch_warnings():
-    # pytest.ini (not part of the examples) registers no "slow" marker; `-m "not slow"` still works
-    warnings.simplefilter("ignore", pytest.PytestUnknownMarkWarning)
-    SLOW = pytest.mark.slow
-
 
 def run_example(script: Path, out: Path, *extra: str) -> dict:
     """Run ``python script --quick --out out`` from ``out``'s parent folder; return its ``results.json``."""

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from example_helpers import CLASSIFICATION, SLOW, run_example
+from example_helpers import CLASSIFICATION, run_example
 
 ROW_LABELS = ("ensemble (reference)", "single teacher (member 0)", "Proxy-EnD^2", "EnD^2 (c=1)", "EnD^2 (c=0)",
               "EnD (KL)")
@@ -19,7 +19,7 @@ def quick_run(request, tmp_path_factory):
     return request.param, out, run_example(CLASSIFICATION / script, out), ood_names, min_accuracy
 
 
-@SLOW
+@pytest.mark.slow
 def test_classification_example(quick_run):
     name, out, results, ood_names, min_accuracy = quick_run
     table = (out / "results.md").read_text()

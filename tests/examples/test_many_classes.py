@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from example_helpers import MANY_CLASSES, SLOW, run_example
+from example_helpers import MANY_CLASSES, run_example
 
 LABELS = ("Proxy-EnD^2", "EnD^2 (c=1)", "EnD^2 (c=0)", "EnD (KL)")
 HEADS = ("top1", "top5", "mass90")
@@ -21,7 +21,7 @@ def _runs(results: dict) -> list[dict]:
     return [run for cell in results["cells"] for run in cell["runs"]]
 
 
-@SLOW
+@pytest.mark.slow
 def test_outputs_written(quick_run):
     out, results = quick_run
     assert (out / "many_classes.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -33,7 +33,7 @@ def test_outputs_written(quick_run):
     assert len(_runs(results)) == 2 * len(LABELS)
 
 
-@SLOW
+@pytest.mark.slow
 def test_metrics_are_sane(quick_run):
     _, results = quick_run
     for run in _runs(results):
@@ -48,7 +48,7 @@ def test_metrics_are_sane(quick_run):
             assert math.isfinite(m["spearman_mutual_information"]) and m["alpha0_median"] > 0
 
 
-@SLOW
+@pytest.mark.slow
 def test_gradient_shares_are_fractions_that_add_up(quick_run):
     _, results = quick_run
     for run in _runs(results):
@@ -60,7 +60,7 @@ def test_gradient_shares_are_fractions_that_add_up(quick_run):
             assert shares["top1"] <= shares["top5"] + 1e-12
 
 
-@SLOW
+@pytest.mark.slow
 def test_students_learn_and_end2_gradient_goes_to_the_tail(quick_run):
     _, results = quick_run
     for cell in results["cells"]:
