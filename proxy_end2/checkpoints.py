@@ -1,23 +1,109 @@
-"""fairseq checkpoints given to the plugin (teachers, ``--student-init``): what they must contain and how
-they are checked against the task, so that a wrong file fails with a clear message before any work is done.
+"""fairseq checkpoints given to the plugin (teachers, ``--student-init``, fairseq-generate's ``--path``): what
+they must contain and how they are checked against the task, so that a wrong file fails with a clear message
+naming it before any work is done. Every load goes through torch's weights-only unpickler, after a static
+check that the file imports nothing else (:mod:`proxy_end2.safe_loading`).
 """
 from __future__ import annotations
 
 import logging
 import os
-from typing import Mapping, Optional
+import pickle
+from typing import Mapping, Optional, Sequence
 
 import torch
+from omegaconf import OmegaConf
 
 from fairseq import checkpoint_utils, utils
 from fairseq.data import Dictionary
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
+from .safe_loading import UnsafeCheckpointError, check_checkpoint_is_safe, checkpoint_format
+
 logger = logging.getLogger(__name__)
 
 
-class TeacherCheckpointError(ValueError):
-    """A teacher checkpoint cannot serve the task (missing, unreadable, or built on other dictionaries)."""
+class CheckpointError(ValueError):
+    """A checkpoint given to the plugin cannot serve: unreadable, cut short, not a fairseq checkpoint, or built
+    for other dictionaries or another architecture."""
+
+
+class TeacherCheckpointError(CheckpointError):
+    """A teacher (or ``--student-init``) checkpoint cannot serve the task (unreadable, or built on other
+    dictionaries or another architecture)."""
+
+
+def check_checkpoint_file(path: str, what: str) -> None:
+    """Cheap checks before anything is loaded: ``path`` exists, is a readable file, is a complete torch
+    checkpoint, and its pickle imports only allowlisted globals. ``what`` names it in messages
+    (e.g. ``"teacher checkpoint"``).
+
+    Raises:
+        FileNotFoundError: nothing at ``path``.
+        CheckpointError: a directory, unreadable, empty, cut short, or not a torch file.
+        UnsafeCheckpointError: the pickle would import other globals (it could run code when loaded).
+    """
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{what} not found: {path}")
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{what} {path} is not a file")
+    if not os.access(path, os.R_OK):
+        raise CheckpointError(f"{what} {path} is not readable (file permissions)")
+    try:
+        check_checkpoint_is_safe(path, what)
+    except UnsafeCheckpointError:
+        raise
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from None
+
+
+def load_checkpoint_state(path: str, what: str, arg_overrides: Optional[dict] = None) -> dict:
+    """Check ``path`` (:func:`check_checkpoint_file`), then load it with fairseq's
+    ``checkpoint_utils.load_checkpoint_to_cpu`` (torch's weights-only unpickler) and check that it is a fairseq
+    checkpoint (a ``model`` state and a ``cfg`` or legacy ``args``). Errors name the file (see
+    :func:`check_checkpoint_file`; CheckpointError also when fairseq cannot read the state)."""
+    check_checkpoint_file(path, what)
+    try:
+        state = checkpoint_utils.load_checkpoint_to_cpu(path, arg_overrides)
+    except pickle.UnpicklingError as exc:
+        raise UnsafeCheckpointError(f"{what} {path} is refused by torch's weights-only loader: "
+                                    f"{str(exc).strip().splitlines()[-1][:300]}") from None
+    except (RuntimeError, EOFError, OSError, KeyError, AttributeError, TypeError) as exc:
+        raise CheckpointError(f"{what} {path} cannot be read as a fairseq checkpoint "
+                              f"({type(exc).__name__}: {str(exc)[:300]})") from None
+    if not isinstance(state.get("model"), Mapping) or (state.get("cfg") is None and state.get("args") is None):
+        raise CheckpointError(f"{what} {path} is not a fairseq checkpoint: it needs a 'model' state and a 'cfg' "
+                              f"(or legacy 'args'), it has {sorted(state)[:8]}")
+    return state
+
+
+def read_checkpoint_lazily(path: str, what: str) -> dict:
+    """The state of the checkpoint at ``path`` with its tensors memory-mapped (zip archives), for checks that
+    only look at a few shapes and the config: cheap even for large checkpoints. Checked first like
+    :func:`check_checkpoint_file`; loaded with ``weights_only=True``; the config is an OmegaConf object, as
+    fairseq's own loader returns it."""
+    check_checkpoint_file(path, what)
+    mmap = {"mmap": True} if checkpoint_format(path) == "zip" else {}
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, **mmap)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
+        raise CheckpointError(f"{what} {path} cannot be read ({type(exc).__name__}: {str(exc)[:300]})") from None
+    if not isinstance(state, dict) or not isinstance(state.get("model"), Mapping) or (
+            state.get("cfg") is None and state.get("args") is None):
+        raise CheckpointError(f"{what} {path} is not a fairseq checkpoint (no 'model' state with a 'cfg' or 'args')")
+    if isinstance(state.get("cfg"), dict):
+        state["cfg"] = OmegaConf.create(state["cfg"], flags={"allow_objects": True})
+    return state
+
+
+def check_checkpoints_fit_task(paths: Sequence[str], src_dict: Optional[Dictionary], tgt_dict: Dictionary,
+                               what: str) -> None:
+    """Before fairseq loads them (e.g. fairseq-generate ``--path a.pt:b.pt``): every checkpoint is safe,
+    readable, a fairseq checkpoint, and built on the task's dictionaries (:func:`check_teacher_dictionaries`).
+    Reads each file lazily (:func:`read_checkpoint_lazily`)."""
+    for path in paths:
+        state = read_checkpoint_lazily(path, what)
+        check_teacher_dictionaries(path, state, src_dict, tgt_dict, what=what)
+        del state
 
 
 def checkpoint_cfg(state: Mapping, path: str):
@@ -36,9 +122,10 @@ def _embedding_rows(model_state: Mapping[str, torch.Tensor], *keys: str) -> Opti
 
 
 def check_teacher_dictionaries(
-    path: str, state: Mapping, src_dict: Optional[Dictionary], tgt_dict: Dictionary
+    path: str, state: Mapping, src_dict: Optional[Dictionary], tgt_dict: Dictionary, what: str = "teacher"
 ) -> None:
-    """Raise :class:`TeacherCheckpointError` unless the teacher was trained on the task's dictionaries.
+    """Raise :class:`TeacherCheckpointError` unless the teacher (or the model ``what``) was trained on the task's
+    dictionaries.
 
     Two checks: (1) the sizes of the teacher's input and output embedding matrices must equal the task's
     dictionary sizes; (2) when the dictionary files of the teacher's training data are still readable, their
@@ -52,13 +139,13 @@ def check_teacher_dictionaries(
     )
     if out_rows is not None and out_rows != len(tgt_dict):
         raise TeacherCheckpointError(
-            f"teacher {path} predicts {out_rows} target classes but the task's target dictionary has "
+            f"{what} {path} predicts {out_rows} target classes but the task's target dictionary has "
             f"{len(tgt_dict)} symbols: teachers must be trained on the same binarised data (same dict.*.txt)"
         )
     in_rows = _embedding_rows(model_state, "encoder.embed_tokens.weight")
     if src_dict is not None and in_rows is not None and in_rows != len(src_dict):
         raise TeacherCheckpointError(
-            f"teacher {path} embeds {in_rows} source symbols but the task's source dictionary has "
+            f"{what} {path} embeds {in_rows} source symbols but the task's source dictionary has "
             f"{len(src_dict)}: teachers must be trained on the same binarised data (same dict.*.txt)"
         )
     task_cfg = cfg.get("task", None) if hasattr(cfg, "get") else None
@@ -74,7 +161,7 @@ def check_teacher_dictionaries(
             continue
         dict_path = os.path.join(data_dir, f"dict.{lang}.txt")
         if not os.path.isfile(dict_path):
-            logger.info(f"teacher {path}: {dict_path} not readable, dictionary checked by size only")
+            logger.info(f"{what} {path}: {dict_path} not readable, dictionary checked by size only")
             continue
         theirs = Dictionary.load(dict_path)
         if theirs.symbols != ours.symbols:
@@ -83,7 +170,7 @@ def check_teacher_dictionaries(
                 min(len(theirs), len(ours)),
             )
             raise TeacherCheckpointError(
-                f"teacher {path} was trained with {side} dictionary {dict_path}, which differs from the task's "
+                f"{what} {path} was trained with {side} dictionary {dict_path}, which differs from the task's "
                 f"(first difference at index {first}: "
                 f"{theirs.symbols[first] if first < len(theirs) else '<end>'!r} vs "
                 f"{ours.symbols[first] if first < len(ours) else '<end>'!r}); re-binarise with "
@@ -110,11 +197,11 @@ def initialise_from_checkpoint(
 
     Raises:
         FileNotFoundError: no file at ``path``.
+        CheckpointError: unreadable, cut short, or not a fairseq checkpoint (:func:`load_checkpoint_state`).
+        UnsafeCheckpointError: its pickle would import non-allowlisted globals (it could run code).
         TeacherCheckpointError: the architectures or vocabularies differ (names the first mismatches).
     """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"--student-init checkpoint not found: {path}")
-    state = checkpoint_utils.load_checkpoint_to_cpu(path)
+    state = load_checkpoint_state(path, "--student-init checkpoint")
     source = state["model"]
     target = model.state_dict()
     unexpected = [k for k in source if k not in target]
@@ -130,7 +217,7 @@ def initialise_from_checkpoint(
             + "); it must be a model of the same architecture trained on the same dictionaries"
         )
     if tgt_dict is not None:
-        check_teacher_dictionaries(path, state, src_dict, tgt_dict)
+        check_teacher_dictionaries(path, state, src_dict, tgt_dict, what="--student-init checkpoint")
     model.load_state_dict(source, strict=False)
     kept = [k for k in target if k not in source]
     take_over = getattr(getattr(model, "decoder", None), "take_over_feature_layernorm_affine", None)

@@ -13,15 +13,14 @@ number of members, and a ``[B, T, M, K]`` tensor is never built.
 from __future__ import annotations
 
 import logging
-import os
 from typing import List, Mapping, Optional, Sequence
 
 import torch
 from torch import nn
 
-from fairseq import checkpoint_utils, models, utils
+from fairseq import models, utils
 
-from .checkpoints import check_teacher_dictionaries, checkpoint_cfg
+from .checkpoints import check_checkpoint_file, check_teacher_dictionaries, checkpoint_cfg, load_checkpoint_state
 from .uncertainty import EnsembleStatistics, EnsembleStatisticsAccumulator
 
 logger = logging.getLogger(__name__)
@@ -68,19 +67,24 @@ class TeacherEnsemble:
     ) -> "TeacherEnsemble":
         """Load teacher checkpoints with the task's dictionaries, checking each one first.
 
+        Every file is checked (exists, complete, safe to unpickle) before the first one is loaded, so that a
+        bad path fails in seconds, not after the other teachers were loaded.
+
         Raises:
             FileNotFoundError: a checkpoint does not exist.
-            TeacherCheckpointError: a checkpoint is not a fairseq checkpoint or has other dictionaries.
+            CheckpointError: a checkpoint is unreadable, cut short or not a fairseq checkpoint.
+            UnsafeCheckpointError: a checkpoint's pickle would import non-allowlisted globals (could run code).
+            TeacherCheckpointError: a checkpoint was built on other dictionaries.
         """
         if dtype not in TEACHER_DTYPES:
             raise ValueError(f"teacher dtype must be one of {sorted(TEACHER_DTYPES)}, got {dtype!r}")
         if len(paths) == 0:
             raise ValueError("no teacher checkpoints given (--teacher-paths a.pt:b.pt:...)")
+        for path in paths:
+            check_checkpoint_file(path, "teacher checkpoint (--teacher-paths)")
         members = []
         for path in paths:
-            if not os.path.isfile(path):
-                raise FileNotFoundError(f"teacher checkpoint not found: {path} (from --teacher-paths)")
-            state = checkpoint_utils.load_checkpoint_to_cpu(path, arg_overrides)
+            state = load_checkpoint_state(path, "teacher checkpoint (--teacher-paths)", arg_overrides)
             check_teacher_dictionaries(path, state, task.source_dictionary, task.target_dictionary)
             cfg = checkpoint_cfg(state, path)
             model = models.build_model(cfg.model, task, from_checkpoint=True)

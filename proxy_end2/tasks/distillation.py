@@ -8,7 +8,10 @@
 * uncertainty-aware generation: fairseq's beam search, then one teacher-forced re-scoring pass whose SU-/TU-
   lines an :class:`~proxy_end2.generation.output.UncertaintyWriter` owned by the task writes;
 * no sentence dropped: fairseq-fixed drops the last batch of a split unless its size is a multiple of
-  ``--required-batch-size-multiple``.
+  ``--required-batch-size-multiple``;
+* checkpoints checked before fairseq loads them: the one fairseq-train resumes from (repaired when a crash
+  left it cut short, :mod:`~proxy_end2.checkpoint_recovery`) and fairseq-generate's ``--path`` files (safe to
+  unpickle, complete, built on the task's dictionaries), so that a bad file fails at once, naming it.
 
 A task is ``class XDistillationTask(DistillationTaskMixin, XTask)`` with a config that inherits
 :class:`DistillationConfig`'s fields.
@@ -16,15 +19,18 @@ A task is ``class XDistillationTask(DistillationTaskMixin, XTask)`` with a confi
 
 import ast
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
 from omegaconf import II
 
+from fairseq import utils
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 
-from ..checkpoints import initialise_from_checkpoint
+from ..checkpoint_recovery import DEFAULT_RESTORE_FILE, prepare_resume
+from ..checkpoints import check_checkpoints_fit_task, initialise_from_checkpoint
 from ..constants import TEACHER_STATS_KEY
 from ..generation.output import UncertaintyWriter, uncertainty_path
 from ..generation.rescoring import DEFAULT_MEMORY_MB
@@ -100,6 +106,13 @@ class DistillationConfig(FairseqDataclass):
     # fairseq-generate's own options, read to place the uncertainty file (no command-line flag of their own)
     results_path: Optional[str] = II("common_eval.results_path")
     gen_subset: str = II("dataset.gen_subset")
+    # fairseq's checkpoint options, read to check the files fairseq will load before it loads them
+    model_paths: Optional[str] = II("common_eval.path")
+    resume_save_dir: Optional[str] = II("checkpoint.save_dir")
+    resume_restore_file: Optional[str] = II("checkpoint.restore_file")
+    resume_checkpoint_suffix: Optional[str] = II("checkpoint.checkpoint_suffix")
+    resume_finetune_from_model: Optional[str] = II("checkpoint.finetune_from_model")
+    resume_continue_once: Optional[str] = II("checkpoint.continue_once")
 
 
 class DistillationTaskMixin:
@@ -113,6 +126,7 @@ class DistillationTaskMixin:
         self.uncertainty_writer: Optional[UncertaintyWriter] = None
         self._building_model = False
         self._warned_batch_multiple = False
+        self.check_model_paths()
 
     def get_batch_iterator(self, dataset, max_tokens=None, max_sentences=None, max_positions=None,
                            ignore_invalid_inputs=False, required_batch_size_multiple=1, **kwargs):
@@ -186,9 +200,44 @@ class DistillationTaskMixin:
             model = super().build_model(cfg, from_checkpoint=from_checkpoint)
         finally:
             self._building_model = False
+        if not from_checkpoint:  # fairseq-train (a checkpoint being loaded builds with from_checkpoint=True)
+            self.check_resume_checkpoint()
         if self.cfg.student_init and not from_checkpoint:
             initialise_from_checkpoint(model, self.cfg.student_init, self.source_dictionary, self.target_dictionary)
         return model
+
+    # ------------------------------------------------------------------------------------------------
+    # checkpoints fairseq loads itself: checked before it does
+
+    def fairseq_option(self, name: str):
+        """A fairseq option mirrored into the task config (``II`` above), or None where it cannot be resolved
+        (a task config used on its own, outside fairseq's full configuration)."""
+        try:
+            value = getattr(self.cfg, name, None)
+        except Exception:  # omegaconf's interpolation errors outside a full config
+            return None
+        return None if isinstance(value, str) and value.startswith("${") else value
+
+    def check_model_paths(self) -> None:
+        """fairseq-generate / fairseq-interactive: every existing ``--path`` file is safe to unpickle, complete,
+        and built on the task's dictionaries (fairseq's own error names a missing one)."""
+        paths = self.fairseq_option("model_paths")
+        if paths:
+            existing = [p for p in utils.split_paths(paths) if os.path.isfile(p)]
+            check_checkpoints_fit_task(existing, self.source_dictionary, self.target_dictionary,
+                                       "model checkpoint (--path)")
+
+    def check_resume_checkpoint(self) -> None:
+        """fairseq-train: check (and on rank 0 repair) the checkpoint it will resume from (checkpoint_recovery)."""
+        save_dir = self.fairseq_option("resume_save_dir")
+        if not save_dir:
+            return
+        rank0 = not (torch.distributed.is_available() and torch.distributed.is_initialized()) \
+            or torch.distributed.get_rank() == 0
+        prepare_resume(save_dir, self.fairseq_option("resume_restore_file") or DEFAULT_RESTORE_FILE,
+                       self.fairseq_option("resume_checkpoint_suffix") or "",
+                       self.fairseq_option("resume_finetune_from_model"), self.fairseq_option("resume_continue_once"),
+                       repair=rank0)
 
     # ------------------------------------------------------------------------------------------------
     # generation with uncertainty
