@@ -103,20 +103,26 @@ class TeacherEnsemble:
         return self
 
     @torch.no_grad()
-    def statistics(self, net_input: Mapping[str, torch.Tensor], stats_dtype=torch.float32) -> EnsembleStatistics:
+    def statistics(self, net_input: Mapping[str, torch.Tensor], stats_dtype=torch.float32,
+                   sample_ids: Optional[torch.Tensor] = None) -> EnsembleStatistics:
         """Run every member on ``net_input`` (teacher forcing) and return per-position statistics [B, T, K].
 
         Members run one after another; each member's logits are folded into the accumulator and dropped.
-        Raises FloatingPointError naming the member if its logits are not finite.
+        Raises FloatingPointError naming the member and the sentences (``sample_ids`` [B], else batch rows) if
+        its logits are not finite.
         """
         self.to(net_input["src_tokens"].device)
         accumulator = EnsembleStatisticsAccumulator(dtype=stats_dtype)
         for member, path in zip(self.members, self.paths):
             logits = member(**net_input)[0]  # B x T x K, in the teacher dtype
             if not torch.isfinite(logits).all():
+                rows = (~torch.isfinite(logits)).flatten(1).any(1).nonzero().squeeze(1).tolist()
+                where = (f"sample ids {[int(sample_ids[r]) for r in rows][:10]}" if sample_ids is not None
+                         else f"batch rows {rows[:10]}")
                 raise FloatingPointError(
-                    f"teacher {path} produced non-finite logits (dtype {logits.dtype}); "
-                    + ("try --teacher-dtype fp32" if logits.dtype != torch.float32 else "the checkpoint is broken")
+                    f"teacher {path} produced non-finite logits (dtype {logits.dtype}) on the sentences with "
+                    f"{where}; " + ("try --teacher-dtype fp32" if logits.dtype != torch.float32
+                                    else "the checkpoint is broken or these inputs break it")
                 )
             accumulator.add(logits)
             del logits

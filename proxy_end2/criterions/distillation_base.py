@@ -12,7 +12,8 @@ a per-token loss (a pure function of :mod:`proxy_end2.losses`), sums it, and log
 * ``target_precision``: mean target precision ``B`` of the Proxy-Dirichlet loss (that criterion only).
 
 All statistics are averaged over non-pad target tokens only, and computed in fp32/fp64 whatever the
-training dtype.
+training dtype. A non-finite loss or input stops training with a message naming the sentences
+(:mod:`.non_finite`, which also says why this holds for fp16/bf16 training too).
 """
 
 import math
@@ -31,6 +32,7 @@ from fairseq.logging import metrics
 from ..constants import DEFAULT_MODEL_OFFSET, TEACHER_STATS_KEY
 from ..uncertainty import EnsembleStatistics, proxy_precision
 from ..uncertainty._numerics import row_slices
+from .non_finite import check_finite_step
 
 def _logsumexp_f64(logits: Tensor) -> Tensor:
     """``logsumexp`` of ``logits`` [N, K] over the classes in float64, [N], computed on row chunks so that the
@@ -98,7 +100,9 @@ class DistillationCriterion(FairseqCriterion):
             token_target = target[mask]  # N
         token_stats = stats.select(mask)  # views when nothing is padding
         losses = self.token_losses(model, token_logits, token_stats)  # N
-        self._check_finite(losses, token_logits)
+        lse = _logsumexp_f64(token_logits.detach())  # N, float64: gives the NLL and alpha_0, and flags NaN/+inf
+        check_finite_step(self.__class__.__name__, losses.detach(), lse, token_stats, token_logits.detach(), mask,
+                          sample.get("id"))
 
         if reduce:
             loss = losses.sum()
@@ -114,16 +118,16 @@ class DistillationCriterion(FairseqCriterion):
             "nsentences": sample["target"].size(0),
             "sample_size": sample_size,
         }
-        logging_output.update(self._token_statistics(model, token_logits, token_stats, token_target))
+        logging_output.update(self._token_statistics(model, token_logits, token_stats, token_target, lse))
         return loss, sample_size, logging_output
 
     @torch.no_grad()
-    def _token_statistics(self, model, logits: Tensor, stats: EnsembleStatistics, target: Tensor) -> dict:
-        # one float64 logsumexp per token (on row chunks: no N x K float64 copy) gives both the NLL and alpha_0;
-        # the teacher MKL is computed once per step (cached on the statistics) for the three MKL-based entries
+    def _token_statistics(self, model, logits: Tensor, stats: EnsembleStatistics, target: Tensor,
+                          lse: Tensor) -> dict:
+        # one float64 logsumexp per token (lse, on row chunks: no N x K float64 copy) gives both the NLL and
+        # alpha_0; the teacher MKL is computed once per step (cached on the statistics) for the MKL-based entries
         logits = logits.detach()
         num_classes = logits.size(-1)
-        lse = _logsumexp_f64(logits)  # N
         nll = (lse - logits.gather(-1, target.unsqueeze(-1)).squeeze(-1).double()).sum()
         alpha0 = lse.exp() + num_classes * model_offset_of(model)  # N
         out = {
@@ -136,19 +140,6 @@ class DistillationCriterion(FairseqCriterion):
         if target_precision is not None:
             out["target_precision"] = target_precision.double().sum()
         return out
-
-    def _check_finite(self, losses: Tensor, logits: Tensor) -> None:
-        if torch.isfinite(losses).all():
-            return
-        if logits.dtype in (torch.float16, torch.bfloat16):
-            # half-precision training: let fairseq's loss scaler see the overflow and skip the step
-            return
-        bad = (~torch.isfinite(losses)).sum().item()
-        raise FloatingPointError(
-            f"{self.__class__.__name__}: non-finite loss at {bad} of {losses.numel()} target tokens; student "
-            f"logits range [{logits.min().item():.4g}, {logits.max().item():.4g}], "
-            f"finite: {bool(torch.isfinite(logits).all())}. Lower the learning rate or use --clip-norm"
-        )
 
     @classmethod
     def reduce_metrics(cls, logging_outputs) -> None:

@@ -182,7 +182,8 @@ class DistillationTaskMixin:
         teachers = self.load_teachers()
         sample = dict(sample)  # shallow copy: the caller's batch is left as it was
         stats_dtype = torch.float64 if self.cfg.teacher_stats_dtype == "fp64" else torch.float32
-        sample[TEACHER_STATS_KEY] = teachers.statistics(sample["net_input"], stats_dtype=stats_dtype)
+        sample[TEACHER_STATS_KEY] = teachers.statistics(sample["net_input"], stats_dtype=stats_dtype,
+                                                        sample_ids=sample.get("id"))
         return sample
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
