@@ -23,3 +23,12 @@ def build_task_and_model(data: Path, extra: Sequence[str]):
     task = tasks.setup_task(cfg.task)
     model = task.build_model(cfg.model)
     return cfg, task, model
+
+
+def build_s2t_cfg(data: Path, extra: Sequence[str]):
+    """As :func:`build_cfg` for fairseq speech-to-text data (no language pair; ``--config-yaml config.yaml``)."""
+    parser = options.get_training_parser()
+    args = options.parse_args_and_arch(
+        parser, [str(data), "--user-dir", USER_DIR, "--config-yaml", "config.yaml", "--cpu", *map(str, extra)]
+    )
+    return convert_namespace_to_omegaconf(args)

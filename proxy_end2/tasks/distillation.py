@@ -234,8 +234,10 @@ class DistillationTaskMixin:
             seq_gen_cls = UncertaintySequenceGenerator
             extra_gen_cls_kwargs = dict(extra_gen_cls_kwargs or {}, nbest=getattr(args, "nbest", 1))
             self.close_uncertainty_output()
+            # a legacy task's args have fairseq-generate's --results-path/--gen-subset only under fairseq-generate
             self.uncertainty_writer = UncertaintyWriter(
-                uncertainty_path(opts.results_path, opts.gen_subset, opts.uncertainty_output),
+                uncertainty_path(getattr(opts, "results_path", None), getattr(opts, "gen_subset", "test"),
+                                 opts.uncertainty_output),
                 token_level=not opts.no_token_uncertainty,
             )
         return seq_gen_cls, extra_gen_cls_kwargs

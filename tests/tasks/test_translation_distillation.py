@@ -189,13 +189,47 @@ def test_student_init_copies_a_teacher_into_the_student(tiny_data, quick_teacher
     student = task.build_model(cfg.model)
     teacher = torch.load(quick_teachers[0], weights_only=True)["model"]
     state = student.state_dict()
-    fresh = sorted(k for k in state if k not in teacher)
-    assert fresh == ["decoder.prior_output_layernorm.bias", "decoder.prior_output_layernorm.weight"]
+    assert sorted(k for k in state if k not in teacher) == [
+        "decoder.prior_output_layernorm.bias", "decoder.prior_output_layernorm.weight"]
+    # post-norm decoder: the teacher's last LayerNorm affine moved into the new output LayerNorm
+    last = f"decoder.layers.{cfg.model.decoder_layers - 1}.final_layer_norm"
+    moved = {f"{last}.weight", f"{last}.bias"}
     for key, value in teacher.items():
-        torch.testing.assert_close(state[key], value, rtol=0, atol=0, msg=key)
+        if key not in moved:
+            torch.testing.assert_close(state[key], value, rtol=0, atol=0, msg=key)
+    torch.testing.assert_close(state["decoder.prior_output_layernorm.weight"], teacher[f"{last}.weight"])
+    torch.testing.assert_close(state["decoder.prior_output_layernorm.bias"], teacher[f"{last}.bias"])
+    assert bool((state[f"{last}.weight"] == 1).all()) and bool((state[f"{last}.bias"] == 0).all())
     # loading a student checkpoint (generation, resume) builds with from_checkpoint=True: no copy
     other = task.build_model(cfg.model, from_checkpoint=True)
     assert not torch.equal(other.state_dict()["encoder.embed_tokens.weight"], teacher["encoder.embed_tokens.weight"])
+
+
+def test_student_init_starts_exactly_at_the_teacher(tiny_data, trained_teachers):
+    """The same log-probabilities (relative 1e-5: the LayerNorm's eps, see take_over_feature_layernorm_affine)
+    and the same beam-search translations as the teacher, before any update."""
+    from fairseq import checkpoint_utils, tasks
+    from fairseq.sequence_generator import SequenceGenerator
+
+    cfg = _task_cfg(tiny_data, trained_teachers, "--student-init", trained_teachers[0])
+    task = tasks.setup_task(cfg.task)
+    student = task.build_model(cfg.model).eval()
+    (teacher,), _ = checkpoint_utils.load_model_ensemble([str(trained_teachers[0])], task=task)
+    teacher.eval()
+    task.load_dataset("test")
+    itr = task.get_batch_iterator(task.dataset("test"), max_sentences=30, required_batch_size_multiple=1)
+    translations = {"student": [], "teacher": []}
+    with torch.no_grad():
+        for sample in itr.next_epoch_itr(shuffle=False):
+            logp_s = student.get_normalized_probs(student(**sample["net_input"]), log_probs=True)
+            logp_t = teacher.get_normalized_probs(teacher(**sample["net_input"]), log_probs=True)
+            torch.testing.assert_close(logp_s, logp_t, rtol=1e-5, atol=1e-6)
+            for name, model in (("student", student), ("teacher", teacher)):
+                generator = SequenceGenerator([model], task.target_dictionary, beam_size=4, max_len_a=1.2,
+                                              max_len_b=10)
+                translations[name] += [h[0]["tokens"].tolist() for h in generator.generate([model], sample)]
+    assert len(translations["student"]) == 60
+    assert translations["student"] == translations["teacher"]
 
 
 def test_student_init_rejects_a_checkpoint_that_does_not_fit(tiny_data, quick_teachers, tmp_path):
