@@ -74,34 +74,39 @@ class UncertaintySequenceGenerator(SequenceGenerator):
         """Add ``hypo["uncertainty"]`` to the top ``nbest`` hypotheses of every sentence (in place)."""
         entries = [(i, hypo) for i, hypos in enumerate(finalized) for hypo in hypos[: self.nbest]]
         lengths = [int(hypo["tokens"].numel()) for _, hypo in entries]
+        # every member encodes the batch once, as beam search did: the chunks reuse (reorder) these encoder
+        # outputs, so a sentence is encoded exactly as in beam search whatever the chunking (a speech encoder's
+        # output depends on the padding of the batch it runs in)
+        encoder_outs = self.model.forward_encoder(sample["net_input"]) if self.model.has_encoder() else None
         for chunk in self._chunks(entries, lengths):
-            self._rescore(sample, chunk)
+            self._rescore(encoder_outs, chunk)
 
-    def _rescore(self, sample, chunk) -> None:
-        net_input = sample["net_input"]
-        src_tokens = net_input["src_tokens"]
-        index = torch.tensor([i for i, _ in chunk], device=src_tokens.device)
+    def _member_logits(self, m: int, encoder_outs, index: Tensor, prev_output_tokens: Tensor) -> Tensor:
+        """Logits [N, L, K] of member ``m`` with teacher forcing on ``prev_output_tokens`` [N, L], for the
+        sentences ``index`` [N] of the batch (their encoder outputs), divided by the temperature."""
+        member = self.model.models[m]
+        if encoder_outs is None:
+            return member.decoder(prev_output_tokens)[0] / self.temperature
+        encoder_out = member.encoder.reorder_encoder_out(encoder_outs[m], index)
+        return member.decoder(prev_output_tokens, encoder_out=encoder_out)[0] / self.temperature
+
+    def _rescore(self, encoder_outs, chunk) -> None:
+        index = torch.tensor([i for i, _ in chunk], device=chunk[0][1]["tokens"].device)
         hyp_tokens = [hypo["tokens"] for _, hypo in chunk]
         target = data_utils.collate_tokens(hyp_tokens, self.pad, self.eos, left_pad=False)  # N x L
         prev_output_tokens = data_utils.collate_tokens(
             hyp_tokens, self.pad, self.eos, left_pad=False, move_eos_to_beginning=True
         )  # N x L, EOS first: teacher forcing on the hypothesis
-        batch = {
-            "src_tokens": src_tokens.index_select(0, index),  # N x S
-            "src_lengths": net_input["src_lengths"].index_select(0, index),
-            "prev_output_tokens": prev_output_tokens,
-        }
         mask = target.ne(self.pad)  # N x L
-        members = list(self.model.models)
         if self.kind == PRIOR_NETWORK:
-            logits = members[0](**batch)[0] / self.temperature  # N x L x K
+            logits = self._member_logits(0, encoder_outs, index, prev_output_tokens)  # N x L x K
             token, sequence = prior_network_sequence_uncertainty(
-                logits, target, mask, model_offset=members[0].model_offset
+                logits, target, mask, model_offset=self.model.models[0].model_offset
             )
         else:
             accumulator = EnsembleSequenceAccumulator(target, mask)
-            for member in members:
-                accumulator.add(member(**batch)[0] / self.temperature)  # N x L x K, one member at a time
+            for m in range(self.num_members):  # N x L x K, one member at a time
+                accumulator.add(self._member_logits(m, encoder_outs, index, prev_output_tokens))
             token, sequence = accumulator.finalize()
         lengths = mask.sum(-1).tolist()
         for n, (_, hypo) in enumerate(chunk):

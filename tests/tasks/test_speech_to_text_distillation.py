@@ -4,6 +4,7 @@ with uncertainty."""
 import shutil
 from argparse import Namespace
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -218,3 +219,21 @@ def test_plain_generation_and_unsupported_set_ups(tiny_s2t_data, tmp_path):
     cfg, task = _task(data, [])
     with pytest.raises(ValueError, match="prepend_tgt_lang_tag.*--no-uncertainty"):
         task.build_generator([model], Namespace(**GEN_ARGS, prefix_size=1))
+
+
+def test_rescoring_in_chunks_gives_the_same_values(tiny_s2t_data, s2t_teachers):
+    """Chunks of a few hypotheses select a few utterances of a padded feature batch: their values must not
+    depend on the chunking (the encoder sees only the frames those utterances have)."""
+    cfg, task = _task(tiny_s2t_data, [])
+    models, _ = checkpoint_utils.load_model_ensemble([str(p) for p in s2t_teachers], task=task)
+    sample = _batch(task, "test", n=12)
+    lengths = sample["net_input"]["src_lengths"]
+    assert int(lengths.min()) < int(lengths.max())  # a padded batch
+    values = []
+    for max_rescore_tokens in (10_000, 3):
+        generator = task.build_generator(models, Namespace(**GEN_ARGS))
+        generator.max_rescore_tokens = max_rescore_tokens
+        hypos = task.inference_step(generator, models, sample)
+        values.append([h["uncertainty"]["sequence"]["score"] for sentence in hypos for h in sentence[:2]])
+    task.close_uncertainty_output()
+    np.testing.assert_allclose(values[1], values[0], rtol=1e-5, atol=1e-6)
