@@ -87,10 +87,11 @@ def _recipe_env(data: Path, exp: Path) -> Dict[str, str]:
         TRAIN_SUBSET="train-clean-100", VALID_SUBSET="dev-clean", NUM_TEACHERS="2", MAX_TOKENS="20000",
         UPDATE_FREQ="1", NUM_WORKERS="0", AVERAGE="2", LOG_INTERVAL="5",
         TEACHER_ARCH="s2t_transformer_xs", TEACHER_LR="3e-3", TEACHER_WARMUP="10",
-        TEACHER_EXTRA=f"{tiny} --max-epoch 12 --dropout 0.0",
-        STUDENT_ARCH="prior_s2t_transformer_xs", STUDENT_LR="1e-3", STUDENT_WARMUP="5", STUDENT_MAX_EPOCH="3",
+        TEACHER_EXTRA=f"{tiny} --max-epoch 4 --dropout 0.0",
+        STUDENT_ARCH="prior_s2t_transformer_xs", STUDENT_LR="1e-3", STUDENT_WARMUP="5", STUDENT_MAX_EPOCH="2",
         STUDENT_EXTRA=f"{tiny} --dropout 0.0",
         MODELS="student ensemble", TEST_SETS="test-clean test-other", BEAM="3", NBEST="3", GEN_MAX_TOKENS="20000",
+        EVAL_EXTRA="--no-plots",
         OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONHASHSEED="0",
     )
 
