@@ -5,7 +5,7 @@ import torch
 
 from fairseq import tasks
 
-from fairseq_helpers import build_s2t_cfg
+from fairseq_helpers import assert_dirichlet_read_out, build_s2t_cfg
 from proxy_end2.models.prior_s2t_transformer import PriorS2TTransformerDecoder, PriorS2TTransformerModel
 from speech_data import TINY_S2T_MODEL
 
@@ -46,12 +46,7 @@ def test_forward_shapes_and_dirichlet(tiny_s2t_data):
     model.eval()
     logits, extra = model(**_batch(task))
     assert logits.shape == (3, 5, len(task.target_dictionary))
-    probs = model.get_normalized_probs((logits, extra), log_probs=False)
-    torch.testing.assert_close(probs.sum(-1), torch.ones(3, 5))
-    alphas = model.get_dirichlet_concentrations((logits, extra))
-    assert alphas.dtype == torch.float64
-    torch.testing.assert_close(alphas, logits.double().exp() + 0.5)
-    assert model.model_offset == 0.5
+    assert_dirichlet_read_out(model, logits, extra, 0.5)
 
 
 def test_layernorm_is_applied_right_before_output_projection(tiny_s2t_data):
