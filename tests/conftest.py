@@ -98,3 +98,29 @@ def trained_teachers(tiny_data, tmp_path_factory) -> List[Path]:
         run_fairseq("train", teacher_train_args(tiny_data, root / f"t{seed}", seed), root / f"t{seed}.log")
         paths.append(root / f"t{seed}" / "checkpoint_best.pt")
     return paths
+
+
+# -- speech-to-text (tests/speech_data.py) ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_s2t_data(tmp_path_factory) -> Path:
+    """fairseq speech-to-text data of 12 "words", each its own pattern of 80-dim frames (tests/speech_data.py):
+    splits train (240 utterances), dev, test and test_ood (24 each)."""
+    from speech_data import make_s2t_data
+
+    return make_s2t_data(tmp_path_factory.mktemp("tiny_s2t_data"))
+
+
+@pytest.fixture(scope="session")
+def s2t_teachers(tiny_s2t_data, tmp_path_factory) -> List[Path]:
+    """Two tiny s2t_transformer teachers trained for one epoch (2 updates; seeds 1, 2): real files, fast."""
+    from speech_data import s2t_teacher_train_args
+
+    root = tmp_path_factory.mktemp("s2t_teachers")
+    paths = []
+    for seed in (1, 2):
+        run_fairseq("train", s2t_teacher_train_args(tiny_s2t_data, root / f"t{seed}", seed, max_epoch=1),
+                    root / f"t{seed}.log")
+        paths.append(root / f"t{seed}" / "checkpoint_last.pt")
+    return paths

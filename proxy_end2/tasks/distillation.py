@@ -11,7 +11,10 @@
   ``--required-batch-size-multiple``.
 
 A task is ``class XDistillationTask(DistillationTaskMixin, XTask)`` with a config that inherits
-:class:`DistillationConfig`'s fields.
+:class:`DistillationConfig`'s fields (a dataclass task), or, for a legacy argparse task such as fairseq's
+``speech_to_text``, with :class:`DistillationConfig`'s fields added to its parser
+(:func:`add_distillation_args`). The mixin reads its options through :attr:`DistillationTaskMixin.distillation_options`,
+the task's ``cfg`` or its ``args``.
 """
 
 import ast
@@ -23,6 +26,7 @@ import torch
 from omegaconf import II
 
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.dataclass.utils import gen_parser_from_dataclass
 
 from ..checkpoints import initialise_from_checkpoint
 from ..constants import TEACHER_STATS_KEY
@@ -102,10 +106,14 @@ class DistillationConfig(FairseqDataclass):
     gen_subset: str = II("dataset.gen_subset")
 
 
+def add_distillation_args(parser) -> None:
+    """Add :class:`DistillationConfig`'s options to a legacy (argparse) task's parser, with their help strings and
+    defaults (the generation options ``results_path``/``gen_subset`` are fairseq-generate's own)."""
+    gen_parser_from_dataclass(parser, DistillationConfig())
+
+
 class DistillationTaskMixin:
     """Teacher handling, ``--student-init`` and uncertainty generation for a fairseq task (see module doc)."""
-
-    cfg: DistillationConfig
 
     def __init__(self, cfg, *args, **kwargs):
         super().__init__(cfg, *args, **kwargs)
@@ -131,35 +139,51 @@ class DistillationTaskMixin:
             ignore_invalid_inputs=ignore_invalid_inputs, required_batch_size_multiple=1, **kwargs
         )
 
+    @property
+    def distillation_options(self):
+        """The task's options (:class:`DistillationConfig`'s fields among them): ``cfg`` for a dataclass task,
+        ``args`` for a legacy argparse task (whose ``cfg`` is None)."""
+        cfg = getattr(self, "cfg", None)
+        return cfg if cfg is not None else self.args
+
+    @property
+    def task_name(self) -> str:
+        """The registered name of the task (for messages)."""
+        opts = self.distillation_options
+        return getattr(opts, "_name", None) or getattr(opts, "task", None) or type(self).__name__
+
     # ------------------------------------------------------------------------------------------------
     # teachers
 
     def build_criterion(self, cfg, from_checkpoint=False):
-        criterion = super().build_criterion(cfg, from_checkpoint=from_checkpoint)
+        # a legacy task's build_criterion(args) takes no from_checkpoint: pass it only when set
+        criterion = super().build_criterion(cfg, **({"from_checkpoint": True} if from_checkpoint else {}))
+        opts = self.distillation_options
         if getattr(criterion, "requires_teachers", False):
             self.load_teachers()
-        elif self.cfg.teacher_paths:
+        elif opts.teacher_paths:
             logger.warning(
-                f"criterion {cfg._name} does not use teachers; ignoring --teacher-paths {self.cfg.teacher_paths}"
+                f"criterion {cfg._name} does not use teachers; ignoring --teacher-paths {opts.teacher_paths}"
             )
         return criterion
 
     def load_teachers(self) -> TeacherEnsemble:
         """Load (once) the teachers named by ``--teacher-paths``; raise a clear error if there are none."""
+        opts = self.distillation_options
         if self.teachers is None:
-            if not self.cfg.teacher_paths:
+            if not opts.teacher_paths:
                 raise ValueError(
                     "the distillation criteria need a teacher ensemble: pass "
-                    f"--teacher-paths teacher1.pt:teacher2.pt:... to --task {self.cfg._name}"
+                    f"--teacher-paths teacher1.pt:teacher2.pt:... to --task {self.task_name}"
                 )
-            overrides = ast.literal_eval(self.cfg.teacher_model_overrides)  # like fairseq's --model-overrides
+            overrides = ast.literal_eval(opts.teacher_model_overrides)  # like fairseq's --model-overrides
             self.teachers = TeacherEnsemble.load(
-                split_teacher_paths(self.cfg.teacher_paths),
+                split_teacher_paths(opts.teacher_paths),
                 task=self,
-                dtype=self.cfg.teacher_dtype,
+                dtype=opts.teacher_dtype,
                 arg_overrides=overrides,
             )
-            logger.info(f"teacher ensemble: {len(self.teachers)} members in {self.cfg.teacher_dtype}")
+            logger.info(f"teacher ensemble: {len(self.teachers)} members in {opts.teacher_dtype}")
         return self.teachers
 
     def _with_teacher_stats(self, sample, criterion):
@@ -167,7 +191,7 @@ class DistillationTaskMixin:
             return sample
         teachers = self.load_teachers()
         sample = dict(sample)  # shallow copy: the caller's batch is left as it was
-        stats_dtype = torch.float64 if self.cfg.teacher_stats_dtype == "fp64" else torch.float32
+        stats_dtype = torch.float64 if self.distillation_options.teacher_stats_dtype == "fp64" else torch.float32
         sample[TEACHER_STATS_KEY] = teachers.statistics(sample["net_input"], stats_dtype=stats_dtype)
         return sample
 
@@ -186,33 +210,47 @@ class DistillationTaskMixin:
             model = super().build_model(cfg, from_checkpoint=from_checkpoint)
         finally:
             self._building_model = False
-        if self.cfg.student_init and not from_checkpoint:
-            initialise_from_checkpoint(model, self.cfg.student_init, self.source_dictionary, self.target_dictionary)
+        student_init = self.distillation_options.student_init
+        if student_init and not from_checkpoint:
+            initialise_from_checkpoint(model, student_init, self.source_dictionary, self.target_dictionary)
         return model
 
     # ------------------------------------------------------------------------------------------------
     # generation with uncertainty
 
     def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None, **kwargs):
+        seq_gen_cls, extra_gen_cls_kwargs = self.uncertainty_generator_class(
+            args, seq_gen_cls, extra_gen_cls_kwargs, kwargs.get("prefix_allowed_tokens_fn"))
+        return super().build_generator(
+            models, args, seq_gen_cls=seq_gen_cls, extra_gen_cls_kwargs=extra_gen_cls_kwargs, **kwargs
+        )
+
+    def uncertainty_generator_class(self, args, seq_gen_cls=None, extra_gen_cls_kwargs=None,
+                                    prefix_allowed_tokens_fn=None):
+        """``(generator class, its extra keyword arguments)`` for ``build_generator``: the caller's, or
+        :class:`UncertaintySequenceGenerator` (and a fresh :class:`UncertaintyWriter`) for plain beam search
+        with uncertainty on; the caller's class when it asked for one, or for reference scoring, alignments,
+        constrained search, a generator built while building the model, or ``--no-uncertainty``."""
+        opts = self.distillation_options
         if (
             seq_gen_cls is None
-            and not self.cfg.no_uncertainty
+            and not opts.no_uncertainty
             and not self._building_model
             and not getattr(args, "score_reference", False)
             and not getattr(args, "print_alignment", None)
-            and kwargs.get("prefix_allowed_tokens_fn") is None
+            and prefix_allowed_tokens_fn is None
         ):
             seq_gen_cls = UncertaintySequenceGenerator
             extra_gen_cls_kwargs = dict(extra_gen_cls_kwargs or {}, nbest=getattr(args, "nbest", 1),
                                         memory_mb=self.cfg.uncertainty_memory_mb)
             self.close_uncertainty_output()
+            # a legacy task's args have fairseq-generate's --results-path/--gen-subset only under fairseq-generate
             self.uncertainty_writer = UncertaintyWriter(
-                uncertainty_path(self.cfg.results_path, self.cfg.gen_subset, self.cfg.uncertainty_output),
-                token_level=not self.cfg.no_token_uncertainty,
+                uncertainty_path(getattr(opts, "results_path", None), getattr(opts, "gen_subset", "test"),
+                                 opts.uncertainty_output),
+                token_level=not opts.no_token_uncertainty,
             )
-        return super().build_generator(
-            models, args, seq_gen_cls=seq_gen_cls, extra_gen_cls_kwargs=extra_gen_cls_kwargs, **kwargs
-        )
+        return seq_gen_cls, extra_gen_cls_kwargs
 
     def inference_step(self, generator, models, sample, prefix_tokens=None, constraints=None):
         hypos = super().inference_step(generator, models, sample, prefix_tokens=prefix_tokens,
@@ -224,7 +262,8 @@ class DistillationTaskMixin:
     def write_uncertainty(self, generator: UncertaintySequenceGenerator, sample, hypos) -> None:
         """Write the SU-/TU- lines of every re-scored hypothesis (format: docs/output-format.md)."""
         if self.uncertainty_writer is None:
-            self.uncertainty_writer = UncertaintyWriter(token_level=not self.cfg.no_token_uncertainty)
+            self.uncertainty_writer = UncertaintyWriter(
+                token_level=not self.distillation_options.no_token_uncertainty)
         items = [(sample_id, rank, hypo["uncertainty"])
                  for i, sample_id in enumerate(sample["id"].tolist())
                  for rank, hypo in enumerate(hypos[i][: generator.nbest])]
