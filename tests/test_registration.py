@@ -18,7 +18,8 @@ NAMES = {
     "model": ["prior_transformer"],
     "arch": ["prior_transformer_tiny", "prior_transformer", "prior_transformer_wmt_en_de",
              "prior_transformer_wmt_en_de_big"],
-    "criterion": ["proxy_dirichlet_distillation", "dirichlet_nll_distillation", "ensemble_kl_distillation"],
+    "criterion": ["proxy_dirichlet_distillation", "forward_proxy_dirichlet_distillation", "dirichlet_nll_distillation",
+                  "ensemble_kl_distillation"],
     "task": ["translation_distillation"],
 }
 
