@@ -5,8 +5,9 @@
   parameter of the student, never in the optimizer, the DDP wrapper or a checkpoint;
 * its statistics, attached to every train/valid batch under :data:`~proxy_end2.constants.TEACHER_STATS_KEY`;
 * ``--student-init``: the student starts from a trained model (fairseq-train only);
-* uncertainty-aware generation: fairseq's beam search, then one teacher-forced re-scoring pass whose SU-/TU-
-  lines an :class:`~proxy_end2.generation.output.UncertaintyWriter` owned by the task writes;
+* uncertainty-aware generation: fairseq's beam search (or, with ``--score-reference``, fairseq's reference
+  scorer), then one teacher-forced re-scoring pass whose SU-/TU- lines an
+  :class:`~proxy_end2.generation.output.UncertaintyWriter` owned by the task writes;
 * no sentence dropped: fairseq-fixed drops the last batch of a split unless its size is a multiple of
   ``--required-batch-size-multiple``.
 
@@ -28,6 +29,7 @@ from ..checkpoints import initialise_from_checkpoint
 from ..constants import TEACHER_STATS_KEY
 from ..generation.output import UncertaintyWriter, uncertainty_path
 from ..generation.uncertainty_sequence_generator import UncertaintySequenceGenerator
+from ..generation.uncertainty_sequence_scorer import UncertaintySequenceScorer
 from ..teachers import TEACHER_DTYPES, TeacherEnsemble, split_teacher_paths
 from ..uncertainty.sequence import sequence_measure_names, token_measure_names
 
@@ -185,33 +187,39 @@ class DistillationTaskMixin:
     # generation with uncertainty
 
     def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None, **kwargs):
-        if (
+        with_uncertainty = (
             seq_gen_cls is None
             and not self.cfg.no_uncertainty
             and not self._building_model
-            and not getattr(args, "score_reference", False)
             and not getattr(args, "print_alignment", None)
             and kwargs.get("prefix_allowed_tokens_fn") is None
-        ):
+        )
+        if with_uncertainty and getattr(args, "score_reference", False):
+            self._open_uncertainty_output()
+            return UncertaintySequenceScorer(models, self.target_dictionary)
+        if with_uncertainty:
             seq_gen_cls = UncertaintySequenceGenerator
             extra_gen_cls_kwargs = dict(extra_gen_cls_kwargs or {}, nbest=getattr(args, "nbest", 1))
-            self.close_uncertainty_output()
-            self.uncertainty_writer = UncertaintyWriter(
-                uncertainty_path(self.cfg.results_path, self.cfg.gen_subset, self.cfg.uncertainty_output),
-                token_level=not self.cfg.no_token_uncertainty,
-            )
+            self._open_uncertainty_output()
         return super().build_generator(
             models, args, seq_gen_cls=seq_gen_cls, extra_gen_cls_kwargs=extra_gen_cls_kwargs, **kwargs
+        )
+
+    def _open_uncertainty_output(self) -> None:
+        self.close_uncertainty_output()
+        self.uncertainty_writer = UncertaintyWriter(
+            uncertainty_path(self.cfg.results_path, self.cfg.gen_subset, self.cfg.uncertainty_output),
+            token_level=not self.cfg.no_token_uncertainty,
         )
 
     def inference_step(self, generator, models, sample, prefix_tokens=None, constraints=None):
         hypos = super().inference_step(generator, models, sample, prefix_tokens=prefix_tokens,
                                        constraints=constraints)
-        if isinstance(generator, UncertaintySequenceGenerator):
+        if isinstance(generator, (UncertaintySequenceGenerator, UncertaintySequenceScorer)):
             self.write_uncertainty(generator, sample, hypos)
         return hypos
 
-    def write_uncertainty(self, generator: UncertaintySequenceGenerator, sample, hypos) -> None:
+    def write_uncertainty(self, generator, sample, hypos) -> None:
         """Write the SU-/TU- lines of every re-scored hypothesis (format: docs/output-format.md)."""
         if self.uncertainty_writer is None:
             self.uncertainty_writer = UncertaintyWriter(token_level=not self.cfg.no_token_uncertainty)
