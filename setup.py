@@ -25,6 +25,7 @@ setup(
         "sentencepiece",
         "matplotlib",
         "editdistance",
+        "sacremoses",  # Moses punctuation normalisation in examples/wmt17_en_de
     ],
     extras_require={"test": ["pytest>=7", "pytest-timeout"]},
     entry_points={"console_scripts": ["proxy-end2-evaluate = proxy_end2.evaluation.cli:main"]},
