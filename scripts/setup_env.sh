@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build .venv from nothing: a CPU torch, fairseq (fairseq-fixed 0.12.3.1, see ../shared/docs/environment.md)
+# Build .venv from nothing: a CPU torch, fairseq (fairseq-fixed 0.12.3.1, see docs/environment.md)
 # and proxy_end2 in editable mode with its test extra. Idempotent: a second run only checks the install.
 #
 #   bash scripts/setup_env.sh            # creates ./.venv (override with VENV=/path)

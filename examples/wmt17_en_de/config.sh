@@ -44,6 +44,13 @@ TEACHER_SEED="${TEACHER_SEED:-1}"         # member i trains with seed TEACHER_SE
 # an ensemble trained elsewhere: TEACHER_PATHS=/path/m1.pt:/path/m2.pt:... (same dictionaries; see README)
 TEACHER_PATHS="${TEACHER_PATHS:-}"
 
+# ---------------------------------------------------------------------------------------------- students, models
+# one student per criterion (distill.sh); the models generate.sh and evaluate.sh use
+CRITERIA="${CRITERIA:-proxy_dirichlet_distillation forward_proxy_dirichlet_distillation ensemble_kl_distillation dirichlet_nll_distillation}"
+STUDENT_MODELS=""
+for _criterion in $CRITERIA; do STUDENT_MODELS+=" student_$_criterion"; done
+MODELS="${MODELS:-ensemble teacher1$STUDENT_MODELS}"   # ensemble, teacher<i> (one member), student_<criterion>
+
 # ---------------------------------------------------------------------------------------------- helpers
 log() { echo "[wmt17 $(date '+%F %T')] $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -81,6 +88,23 @@ if [[ "$FP16" == auto ]]; then
 fi
 DEVICE_FLAGS=()
 [[ "$CPU" == 1 ]] && DEVICE_FLAGS=(--cpu)
+
+# optimizer_flags LR WARMUP CLIP DROPOUT: the authors' optimisation settings of members and students into
+# OPTIMIZER_FLAGS: Adam (0.9, 0.98), inverse square root schedule, weight decay 1e-4
+optimizer_flags() {
+    OPTIMIZER_FLAGS=(--optimizer adam --adam-betas '(0.9, 0.98)' --lr "$1" --lr-scheduler inverse_sqrt
+                     --warmup-updates "$2" --clip-norm "$3" --dropout "$4" --weight-decay 0.0001)
+}
+
+# finalise_checkpoint LOG SAVE_DIR AVERAGE_LAST OUT: the checkpoint the later steps use, from a finished
+# fairseq-train: the average of the last AVERAGE_LAST checkpoints, or (0 or 1) checkpoint_best.pt
+finalise_checkpoint() {
+    if (( $3 > 1 )); then
+        run "$1" "$PYTHON" "$TOOLS/average_checkpoints.py" --save-dir "$2" --last "$3" --output "$4"
+    else
+        cp "$2/checkpoint_best.pt" "$4.tmp" && mv "$4.tmp" "$4"
+    fi
+}
 
 # the ensemble's checkpoints, colon separated (fairseq --path syntax)
 teacher_paths() {

@@ -14,7 +14,6 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/config.sh"
 
-CRITERIA="${CRITERIA:-proxy_dirichlet_distillation forward_proxy_dirichlet_distillation ensemble_kl_distillation dirichlet_nll_distillation}"
 STUDENT_TARGETS="${STUDENT_TARGETS:-ensemble}"   # ensemble (the authors') | reference
 TRANSLATE_BEAM="${TRANSLATE_BEAM:-5}"
 TRANSLATE_MAX_TOKENS="${TRANSLATE_MAX_TOKENS:-8000}"   # per shard (the authors: 1024)
@@ -114,23 +113,16 @@ for criterion in $CRITERIA; do
     out="$STUDENTS_DIR/$criterion.pt"
     save_dir="$STUDENTS_DIR/$criterion"
     done_already "$out" && continue
+    optimizer_flags "$STUDENT_LR" "$STUDENT_WARMUP" "$STUDENT_CLIP_NORM" "$STUDENT_DROPOUT"
     run "student_$criterion" $FAIRSEQ_TRAIN "$STUDENT_DATA" --user-dir "$USER_DIR" --task translation_distillation \
         -s "$SRC" -t "$TGT" --teacher-paths "$(teacher_paths)" --teacher-dtype "$TEACHER_DTYPE" "${init[@]}" \
         --arch "$STUDENT_ARCH" --share-decoder-input-output-embed \
-        --criterion "$criterion" ${CRITERION_FLAGS[$criterion]} \
-        --optimizer adam --adam-betas '(0.9, 0.98)' --clip-norm "$STUDENT_CLIP_NORM" --lr "$STUDENT_LR" \
-        --lr-scheduler inverse_sqrt --warmup-updates "$STUDENT_WARMUP" --dropout "$STUDENT_DROPOUT" \
-        --weight-decay 0.0001 --max-tokens "$STUDENT_MAX_TOKENS" --update-freq "$STUDENT_UPDATE_FREQ" \
-        --max-update "$STUDENT_MAX_UPDATE" --max-epoch "$STUDENT_MAX_EPOCH" \
+        --criterion "$criterion" ${CRITERION_FLAGS[$criterion]} "${OPTIMIZER_FLAGS[@]}" \
+        --max-tokens "$STUDENT_MAX_TOKENS" --update-freq "$STUDENT_UPDATE_FREQ" --max-update "$STUDENT_MAX_UPDATE" --max-epoch "$STUDENT_MAX_EPOCH" \
         --keep-last-epochs $(( STUDENT_AVERAGE_LAST > 10 ? STUDENT_AVERAGE_LAST : 10 )) \
         --best-checkpoint-metric nll_loss --seed "$STUDENT_SEED" --save-dir "$save_dir" \
         --log-format simple --log-interval "$STUDENT_LOG_INTERVAL" "${fp16[@]}" "${DEVICE_FLAGS[@]}" \
         $STUDENT_EXTRA_ARGS
-    if (( STUDENT_AVERAGE_LAST > 1 )); then
-        run "student_$criterion" "$PYTHON" "$TOOLS/average_checkpoints.py" --save-dir "$save_dir" \
-            --last "$STUDENT_AVERAGE_LAST" --output "$out"
-    else
-        cp "$save_dir/checkpoint_best.pt" "$out.tmp" && mv "$out.tmp" "$out"
-    fi
+    finalise_checkpoint "student_$criterion" "$save_dir" "$STUDENT_AVERAGE_LAST" "$out"
     log "student $criterion: $out"
 done

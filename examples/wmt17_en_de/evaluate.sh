@@ -7,10 +7,6 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/config.sh"
 
-CRITERIA="${CRITERIA:-proxy_dirichlet_distillation forward_proxy_dirichlet_distillation ensemble_kl_distillation dirichlet_nll_distillation}"
-STUDENT_MODELS=""
-for c in $CRITERIA; do STUDENT_MODELS+=" student_$c"; done
-MODELS="${MODELS:-ensemble teacher1$STUDENT_MODELS}"
 ID_SET="${ID_SET:-test}"
 OOD_SETS="${OOD_SETS:-$(subsets_with_role ood | xargs)}"
 EVALUATE_ARGS="${EVALUATE_ARGS:-}"            # more proxy-end2-evaluate options, e.g. "--nbest 1 5 --no-plots"

@@ -13,10 +13,6 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/config.sh"
 
-CRITERIA="${CRITERIA:-proxy_dirichlet_distillation forward_proxy_dirichlet_distillation ensemble_kl_distillation dirichlet_nll_distillation}"
-STUDENT_MODELS=""
-for c in $CRITERIA; do STUDENT_MODELS+=" student_$c"; done
-MODELS="${MODELS:-ensemble teacher1$STUDENT_MODELS}"
 REFERENCE_MODELS="${REFERENCE_MODELS:-ensemble$STUDENT_MODELS}"
 GEN_SETS="${GEN_SETS:-$(subsets_with_role test | xargs) $(subsets_with_role ood | xargs)}"
 REFERENCE_SETS="${REFERENCE_SETS:-$GEN_SETS}"
@@ -24,6 +20,7 @@ BEAM="${BEAM:-5}"
 NBEST="${NBEST:-5}"
 GEN_MAX_TOKENS="${GEN_MAX_TOKENS:-4096}"
 GENERATE_FP16="${GENERATE_FP16:-0}"   # fp32 by default: fp16 logits would perturb the Dirichlet concentrations
+POST_PROCESS="${POST_PROCESS:-sentencepiece}"   # fairseq's --post-process: how the D- lines are detokenised
 GEN_EXTRA_ARGS="${GEN_EXTRA_ARGS:-}"
 
 model_path() {  # MODEL -> fairseq --path
@@ -34,9 +31,13 @@ model_path() {  # MODEL -> fairseq --path
         *) die "unknown model $1 (ensemble, teacher<i>, student_<criterion>)" ;;
     esac
 }
-for model in $MODELS; do
-    IFS=: read -r -a paths <<<"$(model_path "$model")"
-    for p in "${paths[@]}"; do [[ -f "$p" ]] || die "$model: $p not found (train_teachers.sh / distill.sh first)"; done
+for model in $MODELS; do  # every checkpoint there before anything runs
+    path="$(model_path "$model")"
+    IFS=: read -r -a paths <<<"$path"
+    for p in "${paths[@]}" ""; do
+        [[ -z "$p" && ${#paths[@]} -gt 0 ]] && continue
+        [[ -f "$p" ]] || die "$model: checkpoint '$p' not found (train_teachers.sh / distill.sh first)"
+    done
 done
 
 outputs() {  # MODEL...: the files generate.sh writes for these models
@@ -62,7 +63,7 @@ generate_group() {  # GPU MODEL...: the models one after the other in one proces
     run "generate_$1" "${gpu[@]}" "$PYTHON" "$TOOLS/generate_sets.py" --out "$GENERATE_DIR" "${specs[@]}" \
         --sets "${GEN_SETS// /,}" --reference-models "${REFERENCE_MODELS// /,}" --reference-sets "${REFERENCE_SETS// /,}" \
         -- "$DATA_BIN" --user-dir "$USER_DIR" --task translation_distillation -s "$SRC" -t "$TGT" \
-        --beam "$BEAM" --nbest "$NBEST" --max-tokens "$GEN_MAX_TOKENS" --post-process sentencepiece \
+        --beam "$BEAM" --nbest "$NBEST" --max-tokens "$GEN_MAX_TOKENS" --post-process "$POST_PROCESS" \
         "${fp16[@]}" "${DEVICE_FLAGS[@]}" $GEN_EXTRA_ARGS || return 1
     for model in "$@"; do  # sacrebleu against the raw references, where the set has one
         for subset in $GEN_SETS; do

@@ -17,12 +17,15 @@ SPM_VOCAB="${SPM_VOCAB:-40000}"                 # joint sentencepiece vocabulary
 SPM_MODEL_TYPE="${SPM_MODEL_TYPE:-bpe}"
 SPM_CHARACTER_COVERAGE="${SPM_CHARACTER_COVERAGE:-1.0}"
 SPM_SENTENCES="${SPM_SENTENCES:-10000000}"      # training sentences sampled to learn the pieces
+SPM_MODEL="${SPM_MODEL:-}"                      # an existing sentencepiece model to use instead (an ensemble's own)
+SRC_DICT="${SRC_DICT:-}"                        # existing fairseq dictionaries to binarise with (an ensemble's own)
+TGT_DICT="${TGT_DICT:-}"
 CLEAN_RATIO="${CLEAN_RATIO:-1.5}"               # clean-corpus-n on the pieces, as the authors (ratio 1.5, 1..250)
 CLEAN_MIN="${CLEAN_MIN:-1}"
 CLEAN_MAX="${CLEAN_MAX:-250}"
 PERMUTE_SEED="${PERMUTE_SEED:-1}"
 LIBRISPEECH="${LIBRISPEECH:-}"                  # default: $RAW_DIR/test-clean.tar.gz or $RAW_DIR/LibriSpeech if present
-DOWNLOAD_LIBRISPEECH="${DOWNLOAD_LIBRISPEECH:-0}"   # 1: download test-clean.tar.gz (346 MB) for its transcripts
+DOWNLOAD_LIBRISPEECH="${DOWNLOAD_LIBRISPEECH:-0}"   # 1: download test-clean.tar.gz (audio, a few hundred MB) for its transcripts
 
 TRAIN_PREFIX="" VALID_PREFIX="" TEST_PREFIX="" OOD_SPECS=() RAW_GIVEN=0
 while (( $# )); do
@@ -67,6 +70,8 @@ if [[ -z "$LIBRISPEECH" ]]; then
     done
 fi
 [[ -z "$LIBRISPEECH" || -e "$LIBRISPEECH" ]] || die "--librispeech $LIBRISPEECH: no such file or folder"
+[[ -z "$SPM_MODEL" || -f "$SPM_MODEL" ]] || die "SPM_MODEL=$SPM_MODEL: no such file"
+[[ -z "$SRC_DICT$TGT_DICT" || ( -f "$SRC_DICT" && -f "$TGT_DICT" ) ]] || die "SRC_DICT and TGT_DICT: give both, as existing files"
 
 # ------------------------------------------------------------------------------------------------ 1. raw text
 download() {  # URL FILE [MD5]: into $RAW_DIR unless there
@@ -158,6 +163,9 @@ done
 
 # ------------------------------------------------------------------------------------------------ 3. sentencepiece
 mkdir -p "$PIECES"
+if [[ -n "$SPM_MODEL" && ! -e "$PIECES/spm.model" ]]; then
+    cp "$SPM_MODEL" "$PIECES/spm.model.tmp" && mv "$PIECES/spm.model.tmp" "$PIECES/spm.model"
+fi
 done_already "$PIECES/spm.model" || run prepare "$PYTHON" "$TOOLS/sentencepiece_model.py" train \
     --model-prefix "$PIECES/spm" --vocab-size "$SPM_VOCAB" --model-type "$SPM_MODEL_TYPE" \
     --character-coverage "$SPM_CHARACTER_COVERAGE" --input-sentence-size "$SPM_SENTENCES" --threads "$WORKERS" \
@@ -173,9 +181,11 @@ done_already "$PIECES/train.clean.$SRC" "$PIECES/train.clean.$TGT" || run prepar
 tests=()
 for name in "${SUBSETS[@]:1}"; do tests+=("$PIECES/$name"); done
 rm -rf "$DATA_BIN.tmp"
+dicts=()
+[[ -n "$SRC_DICT" ]] && dicts=(--srcdict "$SRC_DICT" --tgtdict "$TGT_DICT")
 run prepare $FAIRSEQ_PREPROCESS --source-lang "$SRC" --target-lang "$TGT" --trainpref "$PIECES/train.clean" \
     --validpref "$PIECES/valid" --testpref "$(IFS=,; echo "${tests[*]}")" --destdir "$DATA_BIN.tmp" \
-    --workers "$WORKERS"
+    --workers "$WORKERS" "${dicts[@]}"
 i=0
 for name in "${SUBSETS[@]:1}"; do  # fairseq names the --testpref splits test, test1, test2, ...
     split=test; (( i > 0 )) && split="test$i"
@@ -184,7 +194,7 @@ for name in "${SUBSETS[@]:1}"; do  # fairseq names the --testpref splits test, t
     fi
     i=$((i + 1))
 done
-cp "$PIECES/spm.model" "$PIECES/spm.vocab" "$DATA_BIN.tmp/"
+cp "$PIECES/spm.model" "$DATA_BIN.tmp/"
 { printf '#subset\trole\tdescription\traw_source\traw_reference\n'; cat "$RAW_TEXT/sets.tsv"; } >"$DATA_BIN.tmp/sets.tsv"
 rm -rf "$DATA_BIN" && mv "$DATA_BIN.tmp" "$DATA_BIN"
 log "data ready in $DATA_BIN: $(wc -l <"$PIECES/train.clean.$SRC") training pairs, K = $(( $(wc -l <"$DATA_BIN/dict.$TGT.txt") + 4 )) target classes; sets: ${SUBSETS[*]}"

@@ -33,22 +33,16 @@ for ((i = 1; i <= NUM_TEACHERS; i++)); do
     save_dir="$TEACHERS_DIR/teacher$i"
     done_already "$out" && continue
     keep=$(( TEACHER_AVERAGE_LAST > 1 ? TEACHER_AVERAGE_LAST : 1 ))
+    optimizer_flags "$TEACHER_LR" "$TEACHER_WARMUP" 0.0 "$TEACHER_DROPOUT"
     run "teacher$i" $FAIRSEQ_TRAIN "$DATA_BIN" --user-dir "$USER_DIR" --task translation -s "$SRC" -t "$TGT" \
-        --arch "$TEACHER_ARCH" --share-decoder-input-output-embed \
-        --optimizer adam --adam-betas '(0.9, 0.98)' --clip-norm 0.0 --lr "$TEACHER_LR" \
-        --lr-scheduler inverse_sqrt --warmup-updates "$TEACHER_WARMUP" --dropout "$TEACHER_DROPOUT" \
-        --weight-decay 0.0001 --criterion label_smoothed_cross_entropy --label-smoothing 0.1 \
+        --arch "$TEACHER_ARCH" --share-decoder-input-output-embed "${OPTIMIZER_FLAGS[@]}" \
+        --criterion label_smoothed_cross_entropy --label-smoothing 0.1 \
         --max-tokens "$TEACHER_MAX_TOKENS" --update-freq "$TEACHER_UPDATE_FREQ" \
         --max-update "$TEACHER_MAX_UPDATE" --max-epoch "$TEACHER_MAX_EPOCH" --keep-last-epochs "$keep" \
         --seed $((TEACHER_SEED + i - 1)) --save-dir "$save_dir" --required-batch-size-multiple 1 \
         --log-format simple --log-interval "$TEACHER_LOG_INTERVAL" "${fp16[@]}" "${DEVICE_FLAGS[@]}" \
         $TEACHER_EXTRA_ARGS
-    if (( TEACHER_AVERAGE_LAST > 1 )); then
-        run "teacher$i" "$PYTHON" "$TOOLS/average_checkpoints.py" --save-dir "$save_dir" \
-            --last "$TEACHER_AVERAGE_LAST" --output "$out"
-    else
-        cp "$save_dir/checkpoint_best.pt" "$out.tmp" && mv "$out.tmp" "$out"
-    fi
+    finalise_checkpoint "teacher$i" "$save_dir" "$TEACHER_AVERAGE_LAST" "$out"
     log "teacher $i: $out"
 done
 log "ensemble: $(teacher_paths)"

@@ -110,9 +110,16 @@ def _env(work: Path, extra: Dict[str, str]) -> Dict[str, str]:
 
 
 def _run_all(work: Path, extra: Dict[str, str], prepare_args: List[str]) -> Dict[str, object]:
-    """Every script in turn; returns {script: seconds} and, on the first failure, {"failed": script, "output"}."""
+    """Every script in turn; see :func:`_run_scripts`."""
+    return _run_scripts({"work": work, "env": extra, "args": prepare_args}, SCRIPTS)
+
+
+def _run_scripts(layout: Dict[str, object], scripts) -> Dict[str, object]:
+    """``scripts`` in turn; returns {script: seconds, script:stderr: its standard error} and, on the first failure,
+    {"failed": script, "output": the end of its output}."""
+    work, extra, prepare_args = layout["work"], layout["env"], layout["args"]
     seconds: Dict[str, object] = {}
-    for script in SCRIPTS:
+    for script in scripts:
         start = time.time()
         proc = subprocess.run(["bash", str(RECIPE / script), *(prepare_args if script == "prepare.sh" else [])],
                               capture_output=True, text=True, env=_env(work, extra), timeout=900)
@@ -213,8 +220,22 @@ def test_recipe_end_to_end_in_both_layouts(tmp_path):
     _check_outputs(work, ("xx", "yy"), ["valid", "test", "test1", "ood_perm", "ood_yy", "ood_other"],
                    plain["students"], {s: _lines(raw / f"{s}.yy") for s in ("test", "test1", "ood_perm")})
 
-    with ThreadPoolExecutor(2) as pool:
+    # again, side by side with an ensemble "trained elsewhere" (the WMT layout's) plugged into a new work folder
+    wmt_data = wmt["work"] / "data-bin"
+    elsewhere = {"work": tmp_path / "elsewhere", "args": wmt["args"], "env": {
+        "SPM_MODEL": str(wmt_data / "spm.model"), "SRC_DICT": str(wmt_data / "dict.en.txt"),
+        "TGT_DICT": str(wmt_data / "dict.de.txt"), "TEACHER_PATHS": f"{wmt['work']}/teachers/teacher1.pt:"
+        f"{wmt['work']}/teachers/teacher2.pt", "STUDENT_TARGETS": "reference", "CRITERIA": "proxy_dirichlet_distillation",
+        "STUDENT_MAX_UPDATE": "2"}}
+    with ThreadPoolExecutor(3) as pool:
+        plugged_run = pool.submit(_run_scripts, elsewhere, ("prepare.sh", "distill.sh"))
         again = dict(zip(layouts, pool.map(lambda c: _run_all(c["work"], c["env"], c["args"]), layouts.values())))
+        plugged = plugged_run.result()
+    assert "failed" not in plugged, f"plugged-in ensemble: {plugged.get('failed')} failed:\n{plugged.get('output')}"
+    for name in ("dict.en.txt", "dict.de.txt", "spm.model"):
+        assert (elsewhere["work"] / "data-bin" / name).read_bytes() == (wmt_data / name).read_bytes()
+    assert (elsewhere["work"] / "students" / "proxy_dirichlet_distillation.pt").exists()
+    assert not (elsewhere["work"] / "teachers").exists()
     for name, result in again.items():
         assert "failed" not in result, f"{name} layout, second run: {result.get('failed')} failed:\n{result.get('output')}"
         for script in SCRIPTS:  # every step skipped: no command ran
