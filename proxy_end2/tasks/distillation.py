@@ -5,8 +5,9 @@
   parameter of the student, never in the optimizer, the DDP wrapper or a checkpoint;
 * its statistics, attached to every train/valid batch under :data:`~proxy_end2.constants.TEACHER_STATS_KEY`;
 * ``--student-init``: the student starts from a trained model (fairseq-train only);
-* uncertainty-aware generation: fairseq's beam search, then one teacher-forced re-scoring pass whose SU-/TU-
-  lines an :class:`~proxy_end2.generation.output.UncertaintyWriter` owned by the task writes;
+* uncertainty-aware generation: fairseq's beam search (or, with ``--score-reference``, fairseq's reference
+  scorer), then one teacher-forced re-scoring pass whose SU-/TU- lines an
+  :class:`~proxy_end2.generation.output.UncertaintyWriter` owned by the task writes;
 * no sentence dropped: fairseq-fixed drops the last batch of a split unless its size is a multiple of
   ``--required-batch-size-multiple``.
 
@@ -33,6 +34,7 @@ from ..constants import TEACHER_STATS_KEY
 from ..generation.output import UncertaintyWriter, uncertainty_path
 from ..generation.rescoring import DEFAULT_MEMORY_MB
 from ..generation.uncertainty_sequence_generator import UncertaintySequenceGenerator
+from ..generation.uncertainty_sequence_scorer import UncertaintySequenceScorer
 from ..teachers import TEACHER_DTYPES, TeacherEnsemble, split_teacher_paths
 from ..uncertainty.sequence import sequence_measure_names, token_measure_names
 
@@ -219,47 +221,67 @@ class DistillationTaskMixin:
     # generation with uncertainty
 
     def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None, **kwargs):
+        scorer = self.uncertainty_scorer(models, args, seq_gen_cls, kwargs.get("prefix_allowed_tokens_fn"))
+        if scorer is not None:
+            return scorer
         seq_gen_cls, extra_gen_cls_kwargs = self.uncertainty_generator_class(
             args, seq_gen_cls, extra_gen_cls_kwargs, kwargs.get("prefix_allowed_tokens_fn"))
         return super().build_generator(
             models, args, seq_gen_cls=seq_gen_cls, extra_gen_cls_kwargs=extra_gen_cls_kwargs, **kwargs
         )
 
+    def _with_uncertainty(self, args, seq_gen_cls=None, prefix_allowed_tokens_fn=None) -> bool:
+        """Whether to generate with uncertainty: not when the caller asked for its own generator class, for
+        alignments, constrained search, a generator built while building the model, or ``--no-uncertainty``."""
+        return (
+            seq_gen_cls is None
+            and not self.distillation_options.no_uncertainty
+            and not self._building_model
+            and not getattr(args, "print_alignment", None)
+            and prefix_allowed_tokens_fn is None
+        )
+
+    def uncertainty_scorer(self, models, args, seq_gen_cls=None, prefix_allowed_tokens_fn=None):
+        """An :class:`UncertaintySequenceScorer` (and a fresh writer) for ``--score-reference`` with uncertainty
+        on; None otherwise."""
+        if not (getattr(args, "score_reference", False) and self._with_uncertainty(args, seq_gen_cls,
+                                                                                   prefix_allowed_tokens_fn)):
+            return None
+        self._open_uncertainty_output()
+        return UncertaintySequenceScorer(models, self.target_dictionary,
+                                         memory_mb=self.distillation_options.uncertainty_memory_mb)
+
     def uncertainty_generator_class(self, args, seq_gen_cls=None, extra_gen_cls_kwargs=None,
                                     prefix_allowed_tokens_fn=None):
         """``(generator class, its extra keyword arguments)`` for ``build_generator``: the caller's, or
-        :class:`UncertaintySequenceGenerator` (and a fresh :class:`UncertaintyWriter`) for plain beam search
-        with uncertainty on; the caller's class when it asked for one, or for reference scoring, alignments,
-        constrained search, a generator built while building the model, or ``--no-uncertainty``."""
+        :class:`UncertaintySequenceGenerator` (and a fresh :class:`UncertaintyWriter`) for beam search with
+        uncertainty on (see :meth:`_with_uncertainty`; reference scoring: :meth:`uncertainty_scorer`)."""
+        if getattr(args, "score_reference", False) or not self._with_uncertainty(args, seq_gen_cls,
+                                                                                 prefix_allowed_tokens_fn):
+            return seq_gen_cls, extra_gen_cls_kwargs
+        extra_gen_cls_kwargs = dict(extra_gen_cls_kwargs or {}, nbest=getattr(args, "nbest", 1),
+                                    memory_mb=self.distillation_options.uncertainty_memory_mb)
+        self._open_uncertainty_output()
+        return UncertaintySequenceGenerator, extra_gen_cls_kwargs
+
+    def _open_uncertainty_output(self) -> None:
         opts = self.distillation_options
-        if (
-            seq_gen_cls is None
-            and not opts.no_uncertainty
-            and not self._building_model
-            and not getattr(args, "score_reference", False)
-            and not getattr(args, "print_alignment", None)
-            and prefix_allowed_tokens_fn is None
-        ):
-            seq_gen_cls = UncertaintySequenceGenerator
-            extra_gen_cls_kwargs = dict(extra_gen_cls_kwargs or {}, nbest=getattr(args, "nbest", 1),
-                                        memory_mb=self.cfg.uncertainty_memory_mb)
-            self.close_uncertainty_output()
-            # a legacy task's args have fairseq-generate's --results-path/--gen-subset only under fairseq-generate
-            self.uncertainty_writer = UncertaintyWriter(
-                uncertainty_path(getattr(opts, "results_path", None), getattr(opts, "gen_subset", "test"),
-                                 opts.uncertainty_output),
-                token_level=not opts.no_token_uncertainty,
-            )
-        return seq_gen_cls, extra_gen_cls_kwargs
+        self.close_uncertainty_output()
+        # a legacy task's args have fairseq-generate's --results-path/--gen-subset only under fairseq-generate
+        self.uncertainty_writer = UncertaintyWriter(
+            uncertainty_path(getattr(opts, "results_path", None), getattr(opts, "gen_subset", "test"),
+                             opts.uncertainty_output),
+            token_level=not opts.no_token_uncertainty,
+        )
 
     def inference_step(self, generator, models, sample, prefix_tokens=None, constraints=None):
         hypos = super().inference_step(generator, models, sample, prefix_tokens=prefix_tokens,
                                        constraints=constraints)
-        if isinstance(generator, UncertaintySequenceGenerator):
+        if isinstance(generator, (UncertaintySequenceGenerator, UncertaintySequenceScorer)):
             self.write_uncertainty(generator, sample, hypos)
         return hypos
 
-    def write_uncertainty(self, generator: UncertaintySequenceGenerator, sample, hypos) -> None:
+    def write_uncertainty(self, generator, sample, hypos) -> None:
         """Write the SU-/TU- lines of every re-scored hypothesis (format: docs/output-format.md)."""
         if self.uncertainty_writer is None:
             self.uncertainty_writer = UncertaintyWriter(

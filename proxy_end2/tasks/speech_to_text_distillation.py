@@ -49,6 +49,9 @@ class SpeechToTextDistillationTask(DistillationTaskMixin, SpeechToTextTask):
         ``seq_gen_cls=None`` on), so the uncertainty generator is built by the base ``FairseqTask`` with the
         keyword arguments ``speech_to_text`` adds (language tags stripped from the output).
         """
+        scorer = self.uncertainty_scorer(models, args, seq_gen_cls, kwargs.get("prefix_allowed_tokens_fn"))
+        if scorer is not None:
+            return scorer
         seq_gen_cls, extra_gen_cls_kwargs = self.uncertainty_generator_class(
             args, seq_gen_cls, extra_gen_cls_kwargs, kwargs.get("prefix_allowed_tokens_fn"))
         if seq_gen_cls is not UncertaintySequenceGenerator:
