@@ -5,8 +5,9 @@
   parameter of the student, never in the optimizer, the DDP wrapper or a checkpoint;
 * its statistics, attached to every train/valid batch under :data:`~proxy_end2.constants.TEACHER_STATS_KEY`;
 * ``--student-init``: the student starts from a trained model (fairseq-train only);
-* uncertainty-aware generation: fairseq's beam search, then one teacher-forced re-scoring pass whose SU-/TU-
-  lines an :class:`~proxy_end2.generation.output.UncertaintyWriter` owned by the task writes;
+* uncertainty-aware generation: fairseq's beam search (or, with ``--score-reference``, fairseq's reference
+  scorer), then one teacher-forced re-scoring pass whose SU-/TU- lines an
+  :class:`~proxy_end2.generation.output.UncertaintyWriter` owned by the task writes;
 * no sentence dropped: fairseq-fixed drops the last batch of a split unless its size is a multiple of
   ``--required-batch-size-multiple``;
 * checkpoints checked before fairseq loads them: the one fairseq-train resumes from (repaired when a crash
@@ -14,7 +15,10 @@
   unpickle, complete, built on the task's dictionaries), so that a bad file fails at once, naming it.
 
 A task is ``class XDistillationTask(DistillationTaskMixin, XTask)`` with a config that inherits
-:class:`DistillationConfig`'s fields.
+:class:`DistillationConfig`'s fields (a dataclass task), or, for a legacy argparse task such as fairseq's
+``speech_to_text``, with :class:`DistillationConfig`'s fields added to its parser
+(:func:`add_distillation_args`). The mixin reads its options through :attr:`DistillationTaskMixin.distillation_options`,
+the task's ``cfg`` or its ``args``.
 """
 
 import ast
@@ -28,6 +32,7 @@ from omegaconf import II
 
 from fairseq import utils
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.dataclass.utils import gen_parser_from_dataclass
 
 from ..checkpoint_recovery import DEFAULT_RESTORE_FILE, prepare_resume
 from ..checkpoints import check_checkpoints_fit_task, initialise_from_checkpoint
@@ -35,6 +40,7 @@ from ..constants import TEACHER_STATS_KEY
 from ..generation.output import UncertaintyWriter, uncertainty_path
 from ..generation.rescoring import DEFAULT_MEMORY_MB
 from ..generation.uncertainty_sequence_generator import UncertaintySequenceGenerator
+from ..generation.uncertainty_sequence_scorer import UncertaintySequenceScorer
 from ..teachers import TEACHER_DTYPES, TeacherEnsemble, split_teacher_paths
 from ..uncertainty.sequence import sequence_measure_names, token_measure_names
 
@@ -115,10 +121,20 @@ class DistillationConfig(FairseqDataclass):
     resume_continue_once: Optional[str] = II("checkpoint.continue_once")
 
 
+#: the fairseq options mirrored into :class:`DistillationConfig` (above) under the names fairseq gives them
+FAIRSEQ_OPTION_NAMES = {"model_paths": "path", "resume_save_dir": "save_dir", "resume_restore_file": "restore_file",
+                        "resume_checkpoint_suffix": "checkpoint_suffix",
+                        "resume_finetune_from_model": "finetune_from_model", "resume_continue_once": "continue_once"}
+
+
+def add_distillation_args(parser) -> None:
+    """Add :class:`DistillationConfig`'s options to a legacy (argparse) task's parser, with their help strings and
+    defaults (the generation options ``results_path``/``gen_subset`` are fairseq-generate's own)."""
+    gen_parser_from_dataclass(parser, DistillationConfig())
+
+
 class DistillationTaskMixin:
     """Teacher handling, ``--student-init`` and uncertainty generation for a fairseq task (see module doc)."""
-
-    cfg: DistillationConfig
 
     def __init__(self, cfg, *args, **kwargs):
         super().__init__(cfg, *args, **kwargs)
@@ -145,35 +161,51 @@ class DistillationTaskMixin:
             ignore_invalid_inputs=ignore_invalid_inputs, required_batch_size_multiple=1, **kwargs
         )
 
+    @property
+    def distillation_options(self):
+        """The task's options (:class:`DistillationConfig`'s fields among them): ``cfg`` for a dataclass task,
+        ``args`` for a legacy argparse task (whose ``cfg`` is None)."""
+        cfg = getattr(self, "cfg", None)
+        return cfg if cfg is not None else self.args
+
+    @property
+    def task_name(self) -> str:
+        """The registered name of the task (for messages)."""
+        opts = self.distillation_options
+        return getattr(opts, "_name", None) or getattr(opts, "task", None) or type(self).__name__
+
     # ------------------------------------------------------------------------------------------------
     # teachers
 
     def build_criterion(self, cfg, from_checkpoint=False):
-        criterion = super().build_criterion(cfg, from_checkpoint=from_checkpoint)
+        # a legacy task's build_criterion(args) takes no from_checkpoint: pass it only when set
+        criterion = super().build_criterion(cfg, **({"from_checkpoint": True} if from_checkpoint else {}))
+        opts = self.distillation_options
         if getattr(criterion, "requires_teachers", False):
             self.load_teachers()
-        elif self.cfg.teacher_paths:
+        elif opts.teacher_paths:
             logger.warning(
-                f"criterion {cfg._name} does not use teachers; ignoring --teacher-paths {self.cfg.teacher_paths}"
+                f"criterion {cfg._name} does not use teachers; ignoring --teacher-paths {opts.teacher_paths}"
             )
         return criterion
 
     def load_teachers(self) -> TeacherEnsemble:
         """Load (once) the teachers named by ``--teacher-paths``; raise a clear error if there are none."""
+        opts = self.distillation_options
         if self.teachers is None:
-            if not self.cfg.teacher_paths:
+            if not opts.teacher_paths:
                 raise ValueError(
                     "the distillation criteria need a teacher ensemble: pass "
-                    f"--teacher-paths teacher1.pt:teacher2.pt:... to --task {self.cfg._name}"
+                    f"--teacher-paths teacher1.pt:teacher2.pt:... to --task {self.task_name}"
                 )
-            overrides = ast.literal_eval(self.cfg.teacher_model_overrides)  # like fairseq's --model-overrides
+            overrides = ast.literal_eval(opts.teacher_model_overrides)  # like fairseq's --model-overrides
             self.teachers = TeacherEnsemble.load(
-                split_teacher_paths(self.cfg.teacher_paths),
+                split_teacher_paths(opts.teacher_paths),
                 task=self,
-                dtype=self.cfg.teacher_dtype,
+                dtype=opts.teacher_dtype,
                 arg_overrides=overrides,
             )
-            logger.info(f"teacher ensemble: {len(self.teachers)} members in {self.cfg.teacher_dtype}")
+            logger.info(f"teacher ensemble: {len(self.teachers)} members in {opts.teacher_dtype}")
         return self.teachers
 
     def _with_teacher_stats(self, sample, criterion):
@@ -181,7 +213,7 @@ class DistillationTaskMixin:
             return sample
         teachers = self.load_teachers()
         sample = dict(sample)  # shallow copy: the caller's batch is left as it was
-        stats_dtype = torch.float64 if self.cfg.teacher_stats_dtype == "fp64" else torch.float32
+        stats_dtype = torch.float64 if self.distillation_options.teacher_stats_dtype == "fp64" else torch.float32
         sample[TEACHER_STATS_KEY] = teachers.statistics(sample["net_input"], stats_dtype=stats_dtype,
                                                         sample_ids=sample.get("id"))
         return sample
@@ -203,18 +235,21 @@ class DistillationTaskMixin:
             self._building_model = False
         if not from_checkpoint:  # fairseq-train (a checkpoint being loaded builds with from_checkpoint=True)
             self.check_resume_checkpoint()
-        if self.cfg.student_init and not from_checkpoint:
-            initialise_from_checkpoint(model, self.cfg.student_init, self.source_dictionary, self.target_dictionary)
+        student_init = self.distillation_options.student_init
+        if student_init and not from_checkpoint:
+            initialise_from_checkpoint(model, student_init, self.source_dictionary, self.target_dictionary)
         return model
 
     # ------------------------------------------------------------------------------------------------
     # checkpoints fairseq loads itself: checked before it does
 
     def fairseq_option(self, name: str):
-        """A fairseq option mirrored into the task config (``II`` above), or None where it cannot be resolved
-        (a task config used on its own, outside fairseq's full configuration)."""
+        """A fairseq option mirrored into the task config (``II`` above; a legacy task's ``args`` hold all of
+        fairseq's options under their own names, :data:`FAIRSEQ_OPTION_NAMES`), or None where it cannot be
+        resolved (a task config used on its own, outside fairseq's full configuration)."""
+        legacy = getattr(self, "cfg", None) is None
         try:
-            value = getattr(self.cfg, name, None)
+            value = getattr(self.distillation_options, FAIRSEQ_OPTION_NAMES[name] if legacy else name, None)
         except Exception:  # omegaconf's interpolation errors outside a full config
             return None
         return None if isinstance(value, str) and value.startswith("${") else value
@@ -244,37 +279,71 @@ class DistillationTaskMixin:
     # generation with uncertainty
 
     def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None, **kwargs):
-        if (
-            seq_gen_cls is None
-            and not self.cfg.no_uncertainty
-            and not self._building_model
-            and not getattr(args, "score_reference", False)
-            and not getattr(args, "print_alignment", None)
-            and kwargs.get("prefix_allowed_tokens_fn") is None
-        ):
-            seq_gen_cls = UncertaintySequenceGenerator
-            extra_gen_cls_kwargs = dict(extra_gen_cls_kwargs or {}, nbest=getattr(args, "nbest", 1),
-                                        memory_mb=self.cfg.uncertainty_memory_mb)
-            self.close_uncertainty_output()
-            self.uncertainty_writer = UncertaintyWriter(
-                uncertainty_path(self.cfg.results_path, self.cfg.gen_subset, self.cfg.uncertainty_output),
-                token_level=not self.cfg.no_token_uncertainty,
-            )
+        scorer = self.uncertainty_scorer(models, args, seq_gen_cls, kwargs.get("prefix_allowed_tokens_fn"))
+        if scorer is not None:
+            return scorer
+        seq_gen_cls, extra_gen_cls_kwargs = self.uncertainty_generator_class(
+            args, seq_gen_cls, extra_gen_cls_kwargs, kwargs.get("prefix_allowed_tokens_fn"))
         return super().build_generator(
             models, args, seq_gen_cls=seq_gen_cls, extra_gen_cls_kwargs=extra_gen_cls_kwargs, **kwargs
+        )
+
+    def _with_uncertainty(self, args, seq_gen_cls=None, prefix_allowed_tokens_fn=None) -> bool:
+        """Whether to generate with uncertainty: not when the caller asked for its own generator class, for
+        alignments, constrained search, a generator built while building the model, or ``--no-uncertainty``."""
+        return (
+            seq_gen_cls is None
+            and not self.distillation_options.no_uncertainty
+            and not self._building_model
+            and not getattr(args, "print_alignment", None)
+            and prefix_allowed_tokens_fn is None
+        )
+
+    def uncertainty_scorer(self, models, args, seq_gen_cls=None, prefix_allowed_tokens_fn=None):
+        """An :class:`UncertaintySequenceScorer` (and a fresh writer) for ``--score-reference`` with uncertainty
+        on; None otherwise."""
+        if not (getattr(args, "score_reference", False) and self._with_uncertainty(args, seq_gen_cls,
+                                                                                   prefix_allowed_tokens_fn)):
+            return None
+        self._open_uncertainty_output()
+        return UncertaintySequenceScorer(models, self.target_dictionary,
+                                         memory_mb=self.distillation_options.uncertainty_memory_mb)
+
+    def uncertainty_generator_class(self, args, seq_gen_cls=None, extra_gen_cls_kwargs=None,
+                                    prefix_allowed_tokens_fn=None):
+        """``(generator class, its extra keyword arguments)`` for ``build_generator``: the caller's, or
+        :class:`UncertaintySequenceGenerator` (and a fresh :class:`UncertaintyWriter`) for beam search with
+        uncertainty on (see :meth:`_with_uncertainty`; reference scoring: :meth:`uncertainty_scorer`)."""
+        if getattr(args, "score_reference", False) or not self._with_uncertainty(args, seq_gen_cls,
+                                                                                 prefix_allowed_tokens_fn):
+            return seq_gen_cls, extra_gen_cls_kwargs
+        extra_gen_cls_kwargs = dict(extra_gen_cls_kwargs or {}, nbest=getattr(args, "nbest", 1),
+                                    memory_mb=self.distillation_options.uncertainty_memory_mb)
+        self._open_uncertainty_output()
+        return UncertaintySequenceGenerator, extra_gen_cls_kwargs
+
+    def _open_uncertainty_output(self) -> None:
+        opts = self.distillation_options
+        self.close_uncertainty_output()
+        # a legacy task's args have fairseq-generate's --results-path/--gen-subset only under fairseq-generate
+        self.uncertainty_writer = UncertaintyWriter(
+            uncertainty_path(getattr(opts, "results_path", None), getattr(opts, "gen_subset", "test"),
+                             opts.uncertainty_output),
+            token_level=not opts.no_token_uncertainty,
         )
 
     def inference_step(self, generator, models, sample, prefix_tokens=None, constraints=None):
         hypos = super().inference_step(generator, models, sample, prefix_tokens=prefix_tokens,
                                        constraints=constraints)
-        if isinstance(generator, UncertaintySequenceGenerator):
+        if isinstance(generator, (UncertaintySequenceGenerator, UncertaintySequenceScorer)):
             self.write_uncertainty(generator, sample, hypos)
         return hypos
 
-    def write_uncertainty(self, generator: UncertaintySequenceGenerator, sample, hypos) -> None:
+    def write_uncertainty(self, generator, sample, hypos) -> None:
         """Write the SU-/TU- lines of every re-scored hypothesis (format: docs/output-format.md)."""
         if self.uncertainty_writer is None:
-            self.uncertainty_writer = UncertaintyWriter(token_level=not self.cfg.no_token_uncertainty)
+            self.uncertainty_writer = UncertaintyWriter(
+                token_level=not self.distillation_options.no_token_uncertainty)
         items = [(sample_id, rank, hypo["uncertainty"])
                  for i, sample_id in enumerate(sample["id"].tolist())
                  for rank, hypo in enumerate(hypos[i][: generator.nbest])]
