@@ -40,6 +40,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import proxy_end2
 from config import CRITERIA, MainJobConfig, parse_config
+from output_folder import OutputFolderError, check_output_folder
 from step_runner import Step, StepRunner
 from synthetic_data import SyntheticLanguagePair, write_parallel_splits
 
@@ -276,6 +277,7 @@ def summarise(reports: Dict[str, dict]) -> str:
 
 
 def run(cfg: MainJobConfig) -> Dict[str, dict]:
+    check_output_folder(cfg)  # before anything is written
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
@@ -321,7 +323,10 @@ def run(cfg: MainJobConfig) -> Dict[str, dict]:
 def main(argv: Optional[Sequence[str]] = None) -> None:
     cfg = parse_config(argv, description=__doc__)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s | %(name)s | %(message)s", stream=sys.stderr)
-    run(cfg)
+    try:
+        run(cfg)
+    except OutputFolderError as exc:
+        sys.exit(f"main_job.py: error: {exc}")
 
 
 if __name__ == "__main__":
