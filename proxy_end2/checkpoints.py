@@ -68,7 +68,10 @@ def load_checkpoint_state(path: str, what: str, arg_overrides: Optional[dict] = 
     except pickle.UnpicklingError as exc:
         raise UnsafeCheckpointError(f"{what} {path} is refused by torch's weights-only loader: "
                                     f"{str(exc).strip().splitlines()[-1][:300]}") from None
-    except (RuntimeError, EOFError, OSError, KeyError, AttributeError, TypeError) as exc:
+    except KeyError as exc:  # fairseq's upgrade of the state reads keys every fairseq checkpoint has
+        raise CheckpointError(f"{what} {path} is not a fairseq checkpoint (it lacks {exc}, which fairseq "
+                              f"saves in every checkpoint)") from None
+    except (RuntimeError, EOFError, OSError, AttributeError, TypeError) as exc:
         raise CheckpointError(f"{what} {path} cannot be read as a fairseq checkpoint "
                               f"({type(exc).__name__}: {str(exc)[:300]})") from None
     if not isinstance(state.get("model"), Mapping) or (state.get("cfg") is None and state.get("args") is None):

@@ -100,7 +100,7 @@ def _sentences(bad_tokens: Tensor, mask: Tensor, sample_ids: Optional[Tensor], l
 def _advice(problems: List[str]) -> str:
     if any(p.startswith("student") for p in problems):
         return ("The student's logits are not finite: it diverged or its activations overflowed (fp16); lower "
-                "--lr, use --clip-norm, or train in fp32 or --bf16.")
+                "--lr, use --clip-norm, or train in fp32 (fairseq 0.12's --bf16 means a TPU).")
     if any(p.startswith("teacher") for p in problems):
         return ("The teachers' statistics are not finite on these sentences: run the teachers on them (fairseq-"
                 "generate --path TEACHER --gen-subset ...) or try --teacher-dtype fp32 / --teacher-stats-dtype fp64.")
