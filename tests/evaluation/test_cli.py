@@ -372,3 +372,46 @@ def test_cli_runs_without_fairseq_and_torch(files, tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert report["settings"]["id_set"] == "newstest" and len(report["plots"]) == 2
     assert report["ood_detection"]["perm"]["1"]["uniform"]["entropy_of_expected"]["roc_auc"] > 90
+
+
+def _snapshot(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("case, message", [
+    ("empty_id", "no H- "),
+    ("log_only_ood", "no H- "),
+    ("truncated_id", "cut short"),
+    ("id_and_ood_of_other_models", "different models"),
+    ("ood_with_fewer_hypotheses", "has at most 1 hypotheses per sentence"),
+])
+def test_bad_input_is_refused_before_anything_is_written(files, tmp_path, capsys, case, message):
+    """Empty, log-only or truncated fairseq-generate output, and ID/OOD files that do not belong together: an
+    error naming the problem; an earlier report in --out is left byte for byte, a new --out is not created."""
+    out = tmp_path / "report"
+    assert main(["--id", f"newstest={files['id']}", "--ood", f"perm={files['ood']}", "--out", str(out),
+                 "--quiet", "--no-plots"]) == 0
+    before = _snapshot(out)
+    assert "report.json" in before
+    id_file, ood_file, extra = files["id"], files["ood"], ["--nbest", "1", "3"]
+    bad = tmp_path / "generate-bad.txt"
+    if case == "empty_id":
+        bad.write_text("")
+        id_file = bad
+    elif case == "log_only_ood":
+        bad.write_text("2026-01-01 10:00:00 | INFO | fairseq_cli.generate | loading model(s) from student.pt\n")
+        ood_file = bad
+    elif case == "truncated_id":
+        bad.write_text("".join(files["id"].read_text().splitlines(keepends=True)[:-25]))
+        id_file = bad
+    elif case == "id_and_ood_of_other_models":
+        ood_file = files["ensemble"]
+    else:
+        ood_file, extra = files["nbest1"], ["--nbest", "3"]
+    capsys.readouterr()
+    for target in (out, tmp_path / "new_report"):
+        rc = main(["--id", f"newstest={id_file}", "--ood", f"other={ood_file}", "--out", str(target)] + extra)
+        err = capsys.readouterr().err
+        assert rc == 1 and "proxy-end2-evaluate: error:" in err and message in err, err
+    assert _snapshot(out) == before
+    assert not (tmp_path / "new_report").exists()
