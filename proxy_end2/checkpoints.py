@@ -131,13 +131,15 @@ def check_teacher_dictionaries(
     """Raise :class:`TeacherCheckpointError` unless the teacher (or the model ``what``) was trained on the task's
     dictionaries.
 
-    Two checks: (1) the sizes of the teacher's input and output embedding matrices must equal the task's
-    dictionary sizes; (2) when the dictionary files of the teacher's training data are still readable, their
+    Three checks: (0) the model reads what the task gives it, source tokens or speech features
+    (:func:`check_input_kind`); (1) the sizes of the teacher's input and output embedding matrices must equal
+    the task's dictionary sizes; (2) when the dictionary files of the teacher's training data are still readable, their
     symbols must equal the task's, in the same order (equal sizes with another order would silently distil
     the wrong tokens).
     """
     cfg = checkpoint_cfg(state, path)
     model_state = state.get("model", {})
+    check_input_kind(path, cfg, model_state, src_dict, what)
     out_rows = _embedding_rows(
         model_state, "decoder.output_projection.weight", "decoder.embed_out", "decoder.embed_tokens.weight"
     )
@@ -175,6 +177,23 @@ def check_teacher_dictionaries(
             )
 
 
+def check_input_kind(path: str, cfg, model_state: Mapping, src_dict: Optional[Dictionary], what: str) -> None:
+    """Raise :class:`TeacherCheckpointError` when the model of ``path`` was trained for another kind of task:
+    a model with source-token embeddings (``encoder.embed_tokens.weight``: translation) given to a task without
+    a source dictionary (speech), or a model without them (speech, or no encoder) given to a text task."""
+    reads_text = "encoder.embed_tokens.weight" in model_state
+    if reads_text == (src_dict is not None):
+        return
+    task = getattr(cfg.get("task", None) if hasattr(cfg, "get") else None, "_name", None) or "unknown"
+    if reads_text:
+        raise TeacherCheckpointError(
+            f"{what} {path} is a model of source text (task {task}: it embeds source tokens), but this task reads "
+            f"speech features: give a model trained on this speech data")
+    raise TeacherCheckpointError(
+        f"{what} {path} has no source-token embeddings (task {task}: a speech or decoder-only model), but this "
+        f"task translates source text: give a model trained on this data with a translation task")
+
+
 def teacher_dictionary_files(task_cfg, src_dict: Optional[Dictionary], tgt_dict: Dictionary
                              ) -> List[Tuple[str, str, Dictionary]]:
     """``(side, dictionary file of the teacher's training data, the task's dictionary of that side)`` for every
@@ -208,6 +227,35 @@ def speech_vocab_path(data_dir: str, config_yaml: str) -> str:
     return os.path.join(data_dir, config.get("vocab_filename", "dict.txt"))
 
 
+def state_mismatches(source: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor],
+                     optional: Sequence[str] = ()) -> str:
+    """What keeps the checkpoint state ``source`` from loading into a model with state ``target`` (both
+    name -> tensor; names containing one of ``optional`` may be missing from ``source``): names in one only and
+    differing shapes, the first four of each; empty when it fits."""
+    unexpected = [k for k in source if k not in target]
+    missing = [k for k in target if k not in source and not any(p in k for p in optional)]
+    shapes = [f"{k}: {tuple(source[k].shape)} vs {tuple(v.shape)}" for k, v in target.items()
+              if k in source and source[k].shape != v.shape]
+    return "; ".join(f"{what}: {items[:4]}" for what, items in
+                     (("not in the model", unexpected), ("not in the checkpoint", missing),
+                      ("shapes differ (checkpoint vs model; another dictionary?)", shapes)) if items)
+
+
+def check_checkpoint_fits_model(path: str, model: torch.nn.Module, what: str) -> None:
+    """Raise :class:`CheckpointError` naming ``path`` unless its model state loads into ``model`` strictly
+    (same names, same shapes), as fairseq-train's resume will load it: checked lazily (memory-mapped) before
+    the teachers are loaded and before fairseq fails in ``load_state_dict``."""
+    state = read_checkpoint_lazily(path, what)
+    problems = state_mismatches(state["model"], model.state_dict())
+    if problems:
+        cfg = checkpoint_cfg(state, path)
+        arch = getattr(cfg.model, "_name", None) or getattr(cfg.model, "arch", None)
+        task = getattr(cfg.task, "_name", None) or getattr(cfg.task, "task", None)
+        raise CheckpointError(f"{what} {path} is a model of architecture {arch} (task {task}) that does not fit "
+                              f"the one this run builds ({problems}); give the same --arch and task, or another "
+                              f"--save-dir")
+
+
 #: student parameters that a plain Transformer checkpoint does not have (left at their initialisation)
 PRIOR_ONLY_PARAMETERS = ("prior_output_layernorm",)
 
@@ -234,17 +282,11 @@ def initialise_from_checkpoint(
     state = load_checkpoint_state(path, "--student-init checkpoint")
     source = state["model"]
     target = model.state_dict()
-    unexpected = [k for k in source if k not in target]
-    missing = [k for k in target if k not in source and not any(p in k for p in PRIOR_ONLY_PARAMETERS)]
-    shapes = [f"{k}: {tuple(source[k].shape)} vs {tuple(v.shape)}" for k, v in target.items()
-              if k in source and source[k].shape != v.shape]
-    if unexpected or missing or shapes:
+    problems = state_mismatches(source, target, optional=PRIOR_ONLY_PARAMETERS)
+    if problems:
         raise TeacherCheckpointError(
-            f"--student-init {path} does not fit the student ("
-            + "; ".join(f"{what}: {items[:4]}" for what, items in
-                        (("not in the student", unexpected), ("not in the checkpoint", missing),
-                         ("shapes differ (checkpoint vs student; another dictionary?)", shapes)) if items)
-            + "); it must be a model of the same architecture trained on the same dictionaries"
+            f"--student-init {path} does not fit the student ({problems}); it must be a model of the same "
+            f"architecture trained on the same dictionaries"
         )
     if tgt_dict is not None:
         check_teacher_dictionaries(path, state, src_dict, tgt_dict, what="--student-init checkpoint")

@@ -20,7 +20,7 @@ from torch import nn
 
 from fairseq import models, utils
 
-from .checkpoints import check_checkpoint_file, check_teacher_dictionaries, checkpoint_cfg, load_checkpoint_state
+from .checkpoints import TeacherCheckpointError, check_checkpoints_fit_task, checkpoint_cfg, load_checkpoint_state
 from .uncertainty import EnsembleStatistics, EnsembleStatisticsAccumulator
 
 logger = logging.getLogger(__name__)
@@ -67,28 +67,30 @@ class TeacherEnsemble:
     ) -> "TeacherEnsemble":
         """Load teacher checkpoints with the task's dictionaries, checking each one first.
 
-        Every file is checked (exists, complete, safe to unpickle) before the first one is loaded, so that a
-        bad path fails in seconds, not after the other teachers were loaded.
+        Every file is checked (exists, complete, safe to unpickle, built on the task's dictionaries) before the
+        first one is loaded, so that a bad path fails in seconds, not after the other teachers were loaded.
 
         Raises:
             FileNotFoundError: a checkpoint does not exist.
             CheckpointError: a checkpoint is unreadable, cut short or not a fairseq checkpoint.
             UnsafeCheckpointError: a checkpoint's pickle would import non-allowlisted globals (could run code).
-            TeacherCheckpointError: a checkpoint was built on other dictionaries.
+            TeacherCheckpointError: a checkpoint was built on other dictionaries, or its model does not return
+                logits over the task's target classes (:func:`check_teacher_output`).
         """
         if dtype not in TEACHER_DTYPES:
             raise ValueError(f"teacher dtype must be one of {sorted(TEACHER_DTYPES)}, got {dtype!r}")
         if len(paths) == 0:
             raise ValueError("no teacher checkpoints given (--teacher-paths a.pt:b.pt:...)")
-        for path in paths:
-            check_checkpoint_file(path, "teacher checkpoint (--teacher-paths)")
+        what = "teacher checkpoint (--teacher-paths)"
+        # all files: safe, complete, fairseq checkpoints with the task's dictionaries (read lazily, cheap)
+        check_checkpoints_fit_task(paths, task.source_dictionary, task.target_dictionary, what)
         members = []
         for path in paths:
-            state = load_checkpoint_state(path, "teacher checkpoint (--teacher-paths)", arg_overrides)
-            check_teacher_dictionaries(path, state, task.source_dictionary, task.target_dictionary)
+            state = load_checkpoint_state(path, what, arg_overrides)
             cfg = checkpoint_cfg(state, path)
             model = models.build_model(cfg.model, task, from_checkpoint=True)
             model.load_state_dict(state["model"], strict=True, model_cfg=cfg.model)
+            check_teacher_output(model, path, len(task.target_dictionary))
             n_params = sum(p.numel() for p in model.parameters())
             logger.info(f"loaded teacher {len(members) + 1}/{len(paths)}: {path} ({n_params:,} parameters)")
             members.append(model)
@@ -130,3 +132,18 @@ class TeacherEnsemble:
             accumulator.add(logits)
             del logits
         return accumulator.finalize(release=True)  # the running sums become the statistics: no copy
+
+
+def check_teacher_output(model: nn.Module, path: str, num_classes: int) -> None:
+    """Raise :class:`~proxy_end2.checkpoints.TeacherCheckpointError` unless the teacher's decoder returns logits
+    over ``num_classes`` target classes: an adaptive-softmax decoder returns hidden states instead, and an output
+    projection of another size would not line up with the other teachers' classes."""
+    decoder = getattr(model, "decoder", None)
+    if getattr(decoder, "adaptive_softmax", None) is not None:
+        raise TeacherCheckpointError(
+            f"teacher {path} has an adaptive softmax: its decoder returns hidden states, not logits over the "
+            f"{num_classes} target classes; distil from teachers with a full output projection")
+    out_features = getattr(getattr(decoder, "output_projection", None), "out_features", None)
+    if out_features is not None and out_features != num_classes:
+        raise TeacherCheckpointError(
+            f"teacher {path} outputs {out_features} classes but the task's target dictionary has {num_classes}")

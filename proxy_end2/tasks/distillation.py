@@ -35,7 +35,7 @@ from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.dataclass.utils import gen_parser_from_dataclass
 
 from ..checkpoint_recovery import DEFAULT_RESTORE_FILE, prepare_resume
-from ..checkpoints import check_checkpoints_fit_task, initialise_from_checkpoint
+from ..checkpoints import check_checkpoint_fits_model, check_checkpoints_fit_task, initialise_from_checkpoint
 from ..constants import TEACHER_STATS_KEY
 from ..generation.output import UncertaintyWriter, uncertainty_path
 from ..generation.rescoring import DEFAULT_MEMORY_MB
@@ -234,7 +234,7 @@ class DistillationTaskMixin:
         finally:
             self._building_model = False
         if not from_checkpoint:  # fairseq-train (a checkpoint being loaded builds with from_checkpoint=True)
-            self.check_resume_checkpoint()
+            self.check_resume_checkpoint(model)
         student_init = self.distillation_options.student_init
         if student_init and not from_checkpoint:
             initialise_from_checkpoint(model, student_init, self.source_dictionary, self.target_dictionary)
@@ -263,17 +263,20 @@ class DistillationTaskMixin:
             check_checkpoints_fit_task(existing, self.source_dictionary, self.target_dictionary,
                                        "model checkpoint (--path)")
 
-    def check_resume_checkpoint(self) -> None:
-        """fairseq-train: check (and on rank 0 repair) the checkpoint it will resume from (checkpoint_recovery)."""
+    def check_resume_checkpoint(self, model) -> None:
+        """fairseq-train: check (and on rank 0 repair) the checkpoint it will resume from (checkpoint_recovery);
+        on rank 0, which loads it, check that it fits ``model``, the student just built."""
         save_dir = self.fairseq_option("resume_save_dir")
         if not save_dir:
             return
         rank0 = not (torch.distributed.is_available() and torch.distributed.is_initialized()) \
             or torch.distributed.get_rank() == 0
-        prepare_resume(save_dir, self.fairseq_option("resume_restore_file") or DEFAULT_RESTORE_FILE,
-                       self.fairseq_option("resume_checkpoint_suffix") or "",
-                       self.fairseq_option("resume_finetune_from_model"), self.fairseq_option("resume_continue_once"),
-                       repair=rank0)
+        path = prepare_resume(save_dir, self.fairseq_option("resume_restore_file") or DEFAULT_RESTORE_FILE,
+                              self.fairseq_option("resume_checkpoint_suffix") or "",
+                              self.fairseq_option("resume_finetune_from_model"),
+                              self.fairseq_option("resume_continue_once"), repair=rank0)
+        if path is not None and rank0:
+            check_checkpoint_fits_model(path, model, "checkpoint to resume from")
 
     # ------------------------------------------------------------------------------------------------
     # generation with uncertainty

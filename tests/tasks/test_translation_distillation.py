@@ -234,7 +234,7 @@ def test_student_init_rejects_a_checkpoint_that_does_not_fit(tiny_data, quick_te
     torch.save(state, bad)
     task = tasks.setup_task(_task_cfg(tiny_data, quick_teachers, "--student-init", bad).task)
     cfg = _task_cfg(tiny_data, quick_teachers, "--student-init", bad)
-    with pytest.raises(TeacherCheckpointError, match=r"not in the student: \['decoder.extra.weight'\].*shapes differ"):
+    with pytest.raises(TeacherCheckpointError, match=r"not in the model: \['decoder.extra.weight'\].*shapes differ"):
         task.build_model(cfg.model)
     cfg = _task_cfg(tiny_data, quick_teachers, "--student-init", tmp_path / "missing.pt")
     with pytest.raises(FileNotFoundError, match="--student-init checkpoint not found"):
