@@ -52,7 +52,8 @@ def speech_like(teacher_state, tmp_path) -> str:
 
 def test_teachers_whose_output_sizes_differ_fail_before_the_first_is_loaded(tiny_data, quick_teachers,
                                                                             bigger_vocabulary, caplog):
-    _, task, _ = build_task_and_model(tiny_data, DISTIL + ["--teacher-paths", f"{quick_teachers[0]}:{bigger_vocabulary}"])
+    _, task, _ = build_task_and_model(tiny_data,
+                                      DISTIL + ["--teacher-paths", f"{quick_teachers[0]}:{bigger_vocabulary}"])
     with caplog.at_level(logging.INFO), pytest.raises(TeacherCheckpointError) as exc_info:
         task.load_teachers()
     assert f"{bigger_vocabulary} predicts {len(task.target_dictionary) + 3} target classes" in str(exc_info.value)
@@ -68,7 +69,8 @@ def test_a_teacher_must_return_logits_over_the_target_classes(tiny_data):
     _, task, model = build_task_and_model(tiny_data, ["--task", "translation", "--arch", "transformer_tiny"])
     check_teacher_output(model, "t.pt", len(task.target_dictionary))
     model.decoder.output_projection = nn.Linear(model.decoder.output_embed_dim, 7, bias=False)
-    with pytest.raises(TeacherCheckpointError, match=f"t.pt outputs 7 classes but .* has {len(task.target_dictionary)}"):
+    classes = len(task.target_dictionary)
+    with pytest.raises(TeacherCheckpointError, match=f"t.pt outputs 7 classes but .* has {classes}"):
         check_teacher_output(model, "t.pt", len(task.target_dictionary))
 
 

@@ -36,22 +36,21 @@ LOGGED = ["loss", "nll_loss", "ppl", "student_alpha0", "ensemble_mkl", "ensemble
           "wpb", "bsz", "gnorm"]
 
 
-def _args(tiny_data, teachers, save_dir, *extra):
-    return distil_args(tiny_data, teachers, save_dir, "--optimizer", "sgd", "--lr", "0.5", "--dropout", "0",
-                       "--max-update", UPDATES, "--seed", "3", *extra)
+TRAINING = ["--optimizer", "sgd", "--lr", "0.5", "--dropout", "0", "--max-update", UPDATES, "--seed", "3"]
 
 
 @pytest.fixture(scope="module")
 def runs(tiny_data, quick_teachers, tmp_path_factory):
     """(one-process output, [rank outputs], root) of the same distillation on the same total batches."""
     root = tmp_path_factory.mktemp("distributed")
-    single = run_driver(_args(tiny_data, quick_teachers, root / "single", "--update-freq", "2"), root / "single.log",
-                        DRIVER_REPORT=root / "single")
+    single = run_driver(distil_args(tiny_data, quick_teachers, root / "single", *TRAINING, "--update-freq", "2"),
+                        root / "single.log", DRIVER_REPORT=root / "single")
     port = free_port()
+    distributed = ["--distributed-world-size", 2, "--distributed-init-method", f"tcp://127.0.0.1:{port}",
+                   "--distributed-backend", "gloo", "--distributed-no-spawn", "--ddp-backend", "legacy_ddp"]
     procs = [subprocess.Popen(
-        driver_command(_args(tiny_data, quick_teachers, root / "ddp", "--distributed-world-size", 2,
-                             "--distributed-rank", rank, "--distributed-init-method", f"tcp://127.0.0.1:{port}",
-                             "--distributed-backend", "gloo", "--distributed-no-spawn", "--ddp-backend", "legacy_ddp")),
+        driver_command(distil_args(tiny_data, quick_teachers, root / "ddp", *TRAINING, *distributed,
+                                   "--distributed-rank", rank)),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=driver_env(DRIVER_REPORT=root / "ddp"))
         for rank in (0, 1)]
     outputs = []

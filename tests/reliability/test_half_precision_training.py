@@ -28,15 +28,14 @@ pytestmark = pytest.mark.slow
 UPDATES = 6
 
 
-def _args(tiny_data, teachers, save_dir, *extra):
-    return distil_args(tiny_data, teachers, save_dir, "--optimizer", "adam", "--lr", "0.002", "--dropout", "0",
-                       "--max-update", UPDATES, "--seed", "4", *extra)
+TRAINING = ["--optimizer", "adam", "--lr", "0.002", "--dropout", "0", "--max-update", UPDATES, "--seed", "4"]
 
 
 @pytest.fixture(scope="module")
 def fp32_run(tiny_data, quick_teachers, tmp_path_factory):
     root = tmp_path_factory.mktemp("fp32")
-    return update_records(run_driver(_args(tiny_data, quick_teachers, root / "run"), root / "run.log"))
+    args = distil_args(tiny_data, quick_teachers, root / "run", *TRAINING)
+    return update_records(run_driver(args, root / "run.log"))
 
 
 def _check_half_run(records, reference, report, half_dtype, tolerance):
@@ -52,7 +51,7 @@ def _check_half_run(records, reference, report, half_dtype, tolerance):
 
 
 def test_fp16_student_with_fairseqs_loss_scaler_on_cpu(tiny_data, quick_teachers, fp32_run, tmp_path):
-    out = run_driver(_args(tiny_data, quick_teachers, tmp_path / "run", "--memory-efficient-fp16"),
+    out = run_driver(distil_args(tiny_data, quick_teachers, tmp_path / "run", *TRAINING, "--memory-efficient-fp16"),
                      tmp_path / "run.log", DRIVER_REPORT=tmp_path / "report")
     records = update_records(out)
     assert all("loss_scale" in record for record in records.values())  # fairseq's dynamic loss scaler is on
@@ -63,7 +62,7 @@ def test_fp16_student_with_fairseqs_loss_scaler_on_cpu(tiny_data, quick_teachers
 
 @requires_cuda
 def test_fp16_student_on_a_gpu(tiny_data, quick_teachers, tmp_path):  # pragma: no cover - needs CUDA
-    args = [a for a in _args(tiny_data, quick_teachers, tmp_path / "run", "--fp16") if a != "--cpu"]
+    args = [a for a in distil_args(tiny_data, quick_teachers, tmp_path / "run", *TRAINING, "--fp16") if a != "--cpu"]
     records = update_records(run_driver(args, tmp_path / "run.log", DRIVER_REPORT=tmp_path / "report"))
     assert sorted(records) == list(range(1, UPDATES + 1))
     assert all(math.isfinite(float(r["loss"])) for r in records.values())
@@ -122,8 +121,9 @@ def test_a_student_gone_non_finite_stops_training_naming_the_sentences(tiny_data
     state["model"]["encoder.embed_tokens.weight"][word] = math.nan
     broken = tmp_path / "broken.pt"
     torch.save(state, broken)
-    out = run_driver(_args(tiny_data, quick_teachers, tmp_path / "run", "--student-init", broken,
-                           "--share-decoder-input-output-embed"), tmp_path / "run.log", expect_rc=1)
+    args = distil_args(tiny_data, quick_teachers, tmp_path / "run", *TRAINING, "--student-init", broken,
+                       "--share-decoder-input-output-embed")
+    out = run_driver(args, tmp_path / "run.log", expect_rc=1)
     match = re.search(r"NonFiniteLossError: .*non-finite loss.* sample ids \[([0-9, ]+)\]", out)
     assert match, out[-3000:]
     ids = [int(i) for i in match.group(1).split(",")]
