@@ -111,3 +111,34 @@ def test_resuming_with_another_architecture_fails_before_the_teachers_load(tiny_
     assert f"checkpoint to resume from {last} is a model of architecture transformer_tiny (task translation)" in message
     assert "not in the checkpoint" in message and "another --save-dir" in message
     assert last.read_bytes() == before and os.listdir(save_dir) == ["checkpoint_last.pt"]
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("missing", "teacher checkpoint (--teacher-paths) not found: {path}"),
+    ("folder", "teacher checkpoint (--teacher-paths) {path} is not a file"),
+    ("empty", "{path} is not a complete torch checkpoint (empty"),
+    ("cut_short", "{path} is not a complete torch checkpoint ("),
+    ("text", "{path} is not a complete torch checkpoint ("),
+    ("not_fairseq", "{path} is not a fairseq checkpoint (no 'model' state"),
+])
+def test_a_teacher_file_that_is_no_checkpoint_fails_before_any_teacher_is_loaded(tiny_data, quick_teachers, tmp_path,
+                                                                                 caplog, kind, message):
+    path = tmp_path / f"{kind}.pt"
+    if kind == "folder":
+        path.mkdir()
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "cut_short":
+        data = quick_teachers[1].read_bytes()
+        path.write_bytes(data[: len(data) // 3])
+    elif kind == "text":
+        path.write_text("model weights are on the shared drive\n")
+    elif kind == "not_fairseq":
+        torch.save({"state_dict": {"w": torch.zeros(2)}}, path)
+    before = path.read_bytes() if path.is_file() else None
+    _, task, _ = build_task_and_model(tiny_data, DISTIL + ["--teacher-paths", f"{quick_teachers[0]}:{path}"])
+    with caplog.at_level(logging.INFO), pytest.raises((FileNotFoundError, CheckpointError)) as exc_info:
+        task.load_teachers()
+    assert message.format(path=path) in str(exc_info.value)
+    assert task.teachers is None and "loaded teacher" not in caplog.text
+    assert (path.read_bytes() if path.is_file() else None) == before
