@@ -18,7 +18,10 @@ complete torch archive and that its pickle imports only allowlisted globals:
   renamed), with a warning naming both; nothing is deleted;
 * cut short, and it was chosen with ``--restore-file`` (or no intact file exists): a clear error.
 
-Only the process of distributed rank 0 repairs (the others only check); every rank then loads the same file.
+Only the process of distributed rank 0 repairs (the others only check). fairseq loads the checkpoint on rank 0
+and broadcasts it (its default), so the other ranks never read the file being replaced; with
+``--load-checkpoint-on-all-dp-ranks`` they read it themselves, and could read it while rank 0 replaces it
+(not handled: start such a run again if it fails).
 """
 from __future__ import annotations
 
