@@ -50,6 +50,8 @@ def reachable_tmp():
     shutil.rmtree(folder)
 
 
+@pytest.mark.skipif(os.geteuid() == 0 and shutil.which("setpriv") is None,
+                    reason="running as root, and no setpriv (util-linux) to run the job as an unprivileged user")
 @pytest.mark.parametrize("where", ["in_a_read_only_folder", "below_a_private_folder"])
 def test_an_unwritable_place_is_refused_before_anything_is_written(reachable_tmp, where):
     """A real permission denial: the job runs as an unprivileged user where it may not write (root may write
