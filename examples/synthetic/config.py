@@ -34,6 +34,8 @@ class MainJobConfig:
     warmup_updates: int = option(100, "inverse_sqrt warm-up updates")
     lr: float = option(0.007, "teachers' peak learning rate")
     student_lr: float = option(0.0015, "students' peak learning rate (they start from a teacher)")
+    student_seed: int = option(7, "fairseq --seed of the students (dropout, batch order); a seed other than 7 "
+                                  "names their folders <criterion>-seed<N>, so that several seeds share one --out")
     beam: int = option(5, "beam size of every generation")
     nbest: int = option(5, "hypotheses per sentence printed and scored with uncertainty")
     student_targets: str = option(

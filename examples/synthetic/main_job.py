@@ -189,13 +189,19 @@ def teacher_steps(cfg: MainJobConfig, data_bin: Path, out: Path) -> Tuple[List[S
     return steps, paths
 
 
+def student_name(cfg: MainJobConfig, criterion: str) -> str:
+    """The name of a student (its folder, steps and report): the criterion, plus the seed when not the default."""
+    return criterion + (f"-seed{cfg.student_seed}" if cfg.student_seed != 7 else "")
+
+
 def student_step(cfg: MainJobConfig, data_bin: Path, out: Path, teachers: Sequence[Path], criterion: str,
                  after: Sequence[str], init: Optional[Path] = None) -> Tuple[Step, Path]:
     """fairseq-train --user-dir proxy_end2 of a ``prior_transformer`` student with ``criterion``, optionally
     initialised from the checkpoint ``init``."""
-    save_dir = out / "students" / criterion
-    step = Step(f"student_{criterion}", fairseq_cli("train") + train_args(
-        cfg, data_bin, save_dir, 7, cfg.student_epochs, cfg.student_lr) + [
+    name = student_name(cfg, criterion)
+    save_dir = out / "students" / name
+    step = Step(f"student_{name}", fairseq_cli("train") + train_args(
+        cfg, data_bin, save_dir, cfg.student_seed, cfg.student_epochs, cfg.student_lr) + [
         "--user-dir", USER_DIR, "--task", "translation_distillation",
         "--teacher-paths", ":".join(map(str, teachers)), *(["--student-init", init] if init else []),
         "--arch", cfg.student_arch, "--criterion", criterion, *CRITERION_FLAGS[criterion]], tuple(after))
@@ -233,6 +239,12 @@ def evaluate_step(model: str, files: Dict[str, Path], out: Path, after: Sequence
                                       *ood, "--out", out / "reports" / model, "--quiet"], tuple(after))
 
 
+def short_name(model: str) -> str:
+    """The summary's name of a model: ``Proxy-EnD^2``, ``Proxy-EnD^2 (seed8)``, ..."""
+    base, _, variant = model.partition("-")
+    return SHORT_NAMES.get(base, base) + (f" ({variant})" if variant else "")
+
+
 def _fmt(value) -> str:
     return "-" if value is None else f"{value:.1f}"
 
@@ -255,7 +267,7 @@ def summarise(reports: Dict[str, dict]) -> str:
             return value["roc_auc"]
 
         lines.append("| " + " | ".join([
-            SHORT_NAMES.get(model, model),
+            short_name(model),
             _fmt(sets["id"]["quality"]["bleu"]), _fmt(sets["rare_words"]["quality"]["bleu"]),
             _fmt(auc("rare_words", "mutual_information")), _fmt(auc("permuted", "mutual_information")),
             _fmt(auc("rare_words", "entropy_of_expected")), _fmt(auc("permuted", "entropy_of_expected")),
@@ -296,8 +308,8 @@ def run(cfg: MainJobConfig) -> Dict[str, dict]:
     for criterion in cfg.criteria:
         step, path = student_step(cfg, student_data, out, teachers, criterion, student_after, student_init)
         steps.append(step)
-        models[criterion] = [path]
-        trained_after[criterion] = [step.name]
+        models[student_name(cfg, criterion)] = [path]
+        trained_after[student_name(cfg, criterion)] = [step.name]
     for model, paths in models.items():
         model_steps, files = generate_steps(cfg, data_bin, out, paths, model, trained_after[model])
         steps += model_steps + [evaluate_step(model, files, out, [s.name for s in model_steps])]
