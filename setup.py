@@ -25,6 +25,10 @@ setup(
         "sentencepiece",
         "matplotlib",
         "editdistance",
+        "rapidfuzz",  # token-level error detection: alignment of hypothesis and reference tokens
+        "soundfile",  # speech recipe: reads FLAC/WAV
+        "kaldi-native-fbank",  # speech recipe: 80-dim log-mel filterbanks
+        "sacremoses",  # Moses punctuation normalisation in examples/wmt17_en_de
     ],
     extras_require={"test": ["pytest>=7", "pytest-timeout"]},
     entry_points={"console_scripts": [

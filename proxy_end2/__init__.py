@@ -5,8 +5,10 @@ registers the plugin's fairseq components (:mod:`proxy_end2.plugin`):
 
 * model ``prior_transformer`` and architectures ``prior_transformer_tiny``, ``prior_transformer``,
   ``prior_transformer_wmt_en_de``, ``prior_transformer_wmt_en_de_big``;
-* criteria ``proxy_dirichlet_distillation``, ``dirichlet_nll_distillation``, ``ensemble_kl_distillation``;
-* task ``translation_distillation``;
+* model ``prior_s2t_transformer`` and architectures ``prior_s2t_transformer_xs``, ``_s``, ``_m``;
+* criteria ``proxy_dirichlet_distillation``, ``forward_proxy_dirichlet_distillation``,
+  ``dirichlet_nll_distillation``, ``ensemble_kl_distillation``;
+* tasks ``translation_distillation`` and ``speech_to_text_distillation``;
 
 and lets fairseq checkpoints load under torch's safe (``weights_only``) unpickler.
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Mapping, Optional
+from typing import List, Mapping, Optional, Tuple
 
 import torch
+import yaml
 
 from fairseq import checkpoint_utils, utils
 from fairseq.data import Dictionary
@@ -53,7 +54,8 @@ def check_teacher_dictionaries(
     if out_rows is not None and out_rows != len(tgt_dict):
         raise TeacherCheckpointError(
             f"teacher {path} predicts {out_rows} target classes but the task's target dictionary has "
-            f"{len(tgt_dict)} symbols: teachers must be trained on the same binarised data (same dict.*.txt)"
+            f"{len(tgt_dict)} symbols: teachers must be trained on the same data and dictionaries (dict.*.txt, or the "
+            f"vocab_filename of config.yaml for speech)"
         )
     in_rows = _embedding_rows(model_state, "encoder.embed_tokens.weight")
     if src_dict is not None and in_rows is not None and in_rows != len(src_dict):
@@ -62,17 +64,7 @@ def check_teacher_dictionaries(
             f"{len(src_dict)}: teachers must be trained on the same binarised data (same dict.*.txt)"
         )
     task_cfg = cfg.get("task", None) if hasattr(cfg, "get") else None
-    data = getattr(task_cfg, "data", None) if task_cfg is not None else None
-    if not data:
-        return
-    data_dir = utils.split_paths(str(data))[0]
-    for lang, ours, side in (
-        (getattr(task_cfg, "target_lang", None), tgt_dict, "target"),
-        (getattr(task_cfg, "source_lang", None), src_dict, "source"),
-    ):
-        if lang is None or ours is None:
-            continue
-        dict_path = os.path.join(data_dir, f"dict.{lang}.txt")
+    for side, dict_path, ours in teacher_dictionary_files(task_cfg, src_dict, tgt_dict):
         if not os.path.isfile(dict_path):
             logger.info(f"teacher {path}: {dict_path} not readable, dictionary checked by size only")
             continue
@@ -86,9 +78,44 @@ def check_teacher_dictionaries(
                 f"teacher {path} was trained with {side} dictionary {dict_path}, which differs from the task's "
                 f"(first difference at index {first}: "
                 f"{theirs.symbols[first] if first < len(theirs) else '<end>'!r} vs "
-                f"{ours.symbols[first] if first < len(ours) else '<end>'!r}); re-binarise with "
-                f"fairseq-preprocess --srcdict/--tgtdict from the teachers' data"
+                f"{ours.symbols[first] if first < len(ours) else '<end>'!r}); "
+                + ("prepare the data with the teachers' vocabulary (the vocab_filename of their config.yaml)"
+                   if getattr(task_cfg, "config_yaml", None) else
+                   "re-binarise with fairseq-preprocess --srcdict/--tgtdict from the teachers' data")
             )
+
+
+def teacher_dictionary_files(task_cfg, src_dict: Optional[Dictionary], tgt_dict: Dictionary
+                             ) -> List[Tuple[str, str, Dictionary]]:
+    """``(side, dictionary file of the teacher's training data, the task's dictionary of that side)`` for every
+    side a teacher's task config names: ``DATA/dict.<lang>.txt`` of translation data (``source_lang`` /
+    ``target_lang``), or the ``vocab_filename`` of ``DATA/<config_yaml>`` of speech-to-text data (fairseq's
+    ``speech_to_text``: target side only). Empty when the config names no data directory."""
+    data = getattr(task_cfg, "data", None) if task_cfg is not None else None
+    if not data:
+        return []
+    data_dir = utils.split_paths(str(data))[0]
+    config_yaml = getattr(task_cfg, "config_yaml", None)
+    if config_yaml:
+        return [("target", speech_vocab_path(data_dir, config_yaml), tgt_dict)]
+    files = []
+    for lang, ours, side in ((getattr(task_cfg, "target_lang", None), tgt_dict, "target"),
+                             (getattr(task_cfg, "source_lang", None), src_dict, "source")):
+        if lang is not None and ours is not None:
+            files.append((side, os.path.join(data_dir, f"dict.{lang}.txt"), ours))
+    return files
+
+
+def speech_vocab_path(data_dir: str, config_yaml: str) -> str:
+    """The target vocabulary of fairseq speech-to-text data: ``vocab_filename`` of the data config
+    (``dict.txt`` when it names none, as fairseq reads it), relative to the data directory; the config path
+    itself when it is not readable (so that the caller reports it as unreadable)."""
+    config_path = os.path.join(data_dir, config_yaml)
+    if not os.path.isfile(config_path):
+        return config_path
+    with open(config_path, encoding="utf-8") as f:
+        config = yaml.safe_load(f) or {}
+    return os.path.join(data_dir, config.get("vocab_filename", "dict.txt"))
 
 
 #: student parameters that a plain Transformer checkpoint does not have (left at their initialisation)

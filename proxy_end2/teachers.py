@@ -103,9 +103,12 @@ class TeacherEnsemble:
         """Run every member on ``net_input`` (teacher forcing) and return per-position statistics [B, T, K].
 
         Members run one after another; each member's logits are folded into the accumulator and dropped.
-        Raises FloatingPointError naming the member if its logits are not finite.
+        Floating-point inputs (speech features) are given to fp16/bf16 teachers in their dtype (a copy; the
+        batch is left as it is). Raises FloatingPointError naming the member if its logits are not finite.
         """
         self.to(net_input["src_tokens"].device)
+        net_input = {k: v.to(self.dtype) if torch.is_tensor(v) and v.is_floating_point() else v
+                     for k, v in net_input.items()}
         accumulator = EnsembleStatisticsAccumulator(dtype=stats_dtype)
         for member, path in zip(self.members, self.paths):
             logits = member(**net_input)[0]  # B x T x K, in the teacher dtype

@@ -15,11 +15,13 @@ from fairseq.tasks import TASK_REGISTRY
 from conftest import USER_DIR
 
 NAMES = {
-    "model": ["prior_transformer"],
+    "model": ["prior_transformer", "prior_s2t_transformer"],
     "arch": ["prior_transformer_tiny", "prior_transformer", "prior_transformer_wmt_en_de",
-             "prior_transformer_wmt_en_de_big"],
-    "criterion": ["proxy_dirichlet_distillation", "dirichlet_nll_distillation", "ensemble_kl_distillation"],
-    "task": ["translation_distillation"],
+             "prior_transformer_wmt_en_de_big", "prior_s2t_transformer_xs", "prior_s2t_transformer_s",
+             "prior_s2t_transformer_m"],
+    "criterion": ["proxy_dirichlet_distillation", "forward_proxy_dirichlet_distillation", "dirichlet_nll_distillation",
+                  "ensemble_kl_distillation"],
+    "task": ["translation_distillation", "speech_to_text_distillation"],
 }
 
 

@@ -7,12 +7,6 @@
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
-if [[ -n "${PYTHON:-}" ]]; then
-    PY="$PYTHON"
-elif [[ -x "$ROOT/.venv/bin/python" ]]; then
-    PY="$ROOT/.venv/bin/python"
-else
-    PY=python
-fi
+source "$ROOT/examples/pick_python.sh"
 "$PY" "$HERE/run_digits.py" "$@"
 "$PY" "$HERE/run_spiral.py" "$@"

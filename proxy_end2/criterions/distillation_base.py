@@ -80,7 +80,8 @@ class DistillationCriterion(FairseqCriterion):
         if stats is None:
             raise ValueError(
                 f"criterion {self.__class__.__name__} needs teacher statistics in the batch: train with "
-                f"--task translation_distillation --teacher-paths teacher1.pt:teacher2.pt:..."
+                f"--task translation_distillation (or speech_to_text_distillation) --teacher-paths "
+                f"teacher1.pt:teacher2.pt:..."
             )
         net_output = model(**sample["net_input"])
         logits = net_output[0]  # B x T x K

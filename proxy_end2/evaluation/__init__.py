@@ -5,6 +5,8 @@ sacrebleu/matplotlib; never imports fairseq).
   lines and the SU-/TU- lines (in the same file, or in a separate uncertainty file);
 * :mod:`.quality` (BLEU, WER), :mod:`.ood` (ROC-AUC/PR-AUC), :mod:`.rejection` (prediction rejection ratio),
   :mod:`.nbest` (N-best aggregation); :mod:`.metrics` offers all of them under one name;
+* :mod:`.token_errors`: token-level error detection (top-1 tokens aligned to the reference, ROC-AUC/PR-AUC of
+  every TU- measure);
 * :mod:`.report`: :func:`evaluate` (the Python API) and the JSON report; :mod:`.markdown`: its Markdown summary;
 * :mod:`.plots`: rejection curves and ID-vs-OOD histograms (PNG);
 * :mod:`.cli`: the ``proxy-end2-evaluate`` console script.

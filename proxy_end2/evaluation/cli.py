@@ -11,6 +11,7 @@ from .markdown import render_markdown
 from .parsing import read_generate_output
 from .records import GenerateRun
 from .report import QUALITY_CHOICES, WEIGHTINGS, evaluate
+from .token_errors import TOKEN_UNITS
 
 PROG = "proxy-end2-evaluate"
 
@@ -34,6 +35,9 @@ Output DIR/report.json:
                   pr_auc_chance (OOD sets)
   ood_detection[OOD][n][weighting][measure] = {roc_auc, pr_auc}   (%, OOD = positive class)
   prr[SET][n][weighting][measure] = PRR (%; sets with references; 100 = oracle, 0 = random)
+  token_errors[SET] (--token-errors) = {unit, tokens, errors, error_rate, measures[measure] = {roc_auc, pr_auc}}
+                  (%; wrong top-1 tokens = positive class; needs T- lines, TU- lines, and H- lines in the model's
+                  units: fairseq-generate without --post-process/--remove-bpe)
   notes, warnings, plots (paths relative to DIR)
 n is a string key ("1", "5"); for n = 1 all weightings give the same numbers.
 """
@@ -64,10 +68,10 @@ def parse_set_spec(spec: str, flag: str) -> SetSpec:
     return SetSpec(name, path, uncertainty_path)
 
 
-def read_set(spec: SetSpec, allow_missing_ids: bool) -> GenerateRun:
-    """The set of one ``--id``/``--ood`` argument (sequence-level uncertainty only)."""
+def read_set(spec: SetSpec, allow_missing_ids: bool, load_token_values: bool = False) -> GenerateRun:
+    """The set of one ``--id``/``--ood`` argument (token-level values only if asked for)."""
     return read_generate_output(spec.path, spec.name, uncertainty_path=spec.uncertainty_path,
-                                allow_missing_ids=allow_missing_ids, load_token_values=False)
+                                allow_missing_ids=allow_missing_ids, load_token_values=load_token_values)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,6 +98,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weighting", choices=WEIGHTINGS, nargs="+", default=list(WEIGHTINGS),
                    help="N-best weighting(s): uniform mean, or prob = softmax of the log_prob column "
                         "(default: both)")
+    p.add_argument("--token-errors", action="store_true",
+                   help="also report token-level error detection (ROC-AUC, PR-AUC of every TU- measure for finding "
+                        "the wrong tokens of the top-1 hypotheses; speech recognition, as the authors did)")
+    p.add_argument("--token-error-unit", choices=TOKEN_UNITS, default="word",
+                   help="label a hypothesis piece wrong when its word is not matched in the word alignment to the "
+                        "reference (word, default), or when the piece is not matched in the piece alignment "
+                        "(piece: needs --sentencepiece-model)")
+    p.add_argument("--sentencepiece-model", metavar="SPM_MODEL",
+                   help="the sentencepiece model that cut the hypotheses (for --token-error-unit piece)")
     p.add_argument("--no-plots", action="store_true", help="do not draw the PNGs")
     p.add_argument("--allow-missing-ids", action="store_true",
                    help="accept sample ids that are not contiguous 0..N-1 (e.g. sentences filtered on purpose)")
@@ -108,8 +121,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         id_spec = parse_set_spec(args.id, "--id")
         ood_specs = [parse_set_spec(s, "--ood") for s in args.ood]
-        id_run = read_set(id_spec, args.allow_missing_ids)
-        ood_runs = [read_set(spec, args.allow_missing_ids) for spec in ood_specs]
+        id_run = read_set(id_spec, args.allow_missing_ids, args.token_errors)
+        ood_runs = [read_set(spec, args.allow_missing_ids, args.token_errors) for spec in ood_specs]
         report = evaluate(
             id_run,
             ood_runs,
@@ -118,6 +131,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             weightings=args.weighting,
             out_dir=args.out,
             plots=not args.no_plots,
+            token_errors=args.token_errors,
+            token_unit=args.token_error_unit,
+            sentencepiece_model=args.sentencepiece_model,
         )
     except (ValueError, FileNotFoundError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)

@@ -125,6 +125,21 @@ def _rejection_sections(report: Mapping[str, Any], combos: List[Tuple[int, str]]
     return lines
 
 
+def _token_error_sections(report: Mapping[str, Any]) -> List[str]:
+    lines: List[str] = []
+    for name, res in (report.get("token_errors") or {}).items():
+        lines += [f"## Token error detection on {name} ({report['sets'][name]['role'].upper()})", ""]
+        lines.append(f"{res['tokens']} top-1 tokens of {res['sentences']} hypotheses, {res['errors']} wrong "
+                     f"({_fmt(res['error_rate'], 2)} %, labelled at the {res['unit']} level; the PR-AUC of a random "
+                     f"detector). Wrong tokens = positive class, EOS values left out.")
+        lines.append("")
+        measures = list(res["measures"])
+        lines += _measure_table(measures, [("ROC-AUC", {m: v["roc_auc"] for m, v in res["measures"].items()}),
+                                           ("PR-AUC", {m: v["pr_auc"] for m, v in res["measures"].items()})])
+        lines.append("")
+    return lines
+
+
 def _lists(report: Mapping[str, Any]) -> List[str]:
     lines: List[str] = []
     if report.get("notes"):
@@ -142,5 +157,6 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     weightings = list(report["settings"]["weightings"])
     combos = shown_combinations(ns, weightings)
     lines = (_introduction(report, ns, weightings) + _quality_section(report["sets"])
-             + _ood_sections(report, combos) + _rejection_sections(report, combos) + _lists(report))
+             + _ood_sections(report, combos) + _rejection_sections(report, combos) + _token_error_sections(report)
+             + _lists(report))
     return "\n".join(lines)

@@ -17,6 +17,9 @@ Report structure (``report.json``; every BLEU, WER, AUC and PRR in %, NaN writte
                       pr_auc_chance (OOD sets: PR-AUC of a random detector)
     ood_detection     [OOD NAME][str(n)][weighting][measure] = {"roc_auc": %, "pr_auc": %}
     prr               [SET NAME][str(n)][weighting][measure] = % (every set with references, the ID set first)
+    token_errors      [SET NAME] = {unit, tokens, errors, error_rate %, sentences, measures: {measure:
+                      {"roc_auc": %, "pr_auc": %}}}: token-level error detection by every TU- measure over the
+                      top-1 hypotheses (:mod:`.token_errors`); only with ``token_errors=True``, else empty
     notes, warnings   lists of strings
     plots             PNG paths relative to the output directory
 
@@ -28,6 +31,7 @@ rejection, then assemble the report (and draw the plots).
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -43,6 +47,7 @@ from .ood import ood_detection_scores
 from .parsing import NO_REFERENCES_WARNING, NO_UNCERTAINTY_HINT, GenerateRun, UncertaintyHeader, read_generate_output
 from .quality import corpus_bleu, corpus_bleu_signature, corpus_wer, sentence_errors
 from .rejection import RejectionCurves, rejection_curves
+from .token_errors import TOKEN_UNITS, collect_token_errors, token_error_detection
 
 __all__ = ["REPORT_FORMAT", "QUALITY_CHOICES", "WEIGHTINGS", "evaluate", "render_markdown", "write_report"]
 
@@ -75,6 +80,8 @@ class _Plan:
     quality: str  # "bleu" or "wer"
     nbest: List[int]  # N-best sizes, ascending
     weightings: List[str]
+    token_unit: Optional[str] = None  # token-level error detection at this unit ("word"/"piece"), or None
+    sentencepiece_model: Optional[str] = None  # cuts the references into pieces for token_unit="piece"
     notes: List[str] = field(default_factory=list)
     warnings: List[str] = field(default_factory=list)
 
@@ -102,6 +109,9 @@ def evaluate(
     out_dir: Optional[Union[str, os.PathLike]] = None,
     plots: bool = True,
     allow_missing_ids: bool = False,
+    token_errors: bool = False,
+    token_unit: str = "word",
+    sentencepiece_model: Optional[Union[str, os.PathLike]] = None,
 ) -> Dict[str, Any]:
     """Evaluate one model's fairseq-generate outputs on an in-domain set and out-of-domain sets.
 
@@ -121,6 +131,11 @@ def evaluate(
         out_dir: if given, write ``report.json``, ``report.md`` and ``plots/*.png`` there.
         plots: draw the PNGs (only with ``out_dir``).
         allow_missing_ids: when reading paths, accept sample ids that are not contiguous (with a warning).
+        token_errors: also report token-level error detection (:mod:`.token_errors`) for every set with
+            references and TU- values (paths are then read with their token values; the generate output must
+            have H- lines in the model's units, i.e. no ``--post-process``/``--remove-bpe``).
+        token_unit: ``'word'`` (pieces labelled by the word alignment) or ``'piece'`` (by the piece alignment,
+            which needs ``sentencepiece_model``, the model that cut the hypotheses).
 
     Returns:
         The report as a JSON-serialisable dict (structure in the module docstring; BLEU, WER, AUC, PRR in %):
@@ -133,12 +148,14 @@ def evaluate(
         FileNotFoundError: a path that does not exist.
     """
     plan = _plan(id_run, ood_runs, id_name=id_name, quality=quality, nbest=nbest, weightings=weightings,
-                 allow_missing_ids=allow_missing_ids)
+                 allow_missing_ids=allow_missing_ids, token_unit=token_unit if token_errors else None,
+                 sentencepiece_model=sentencepiece_model)
     aggregates, top1 = _aggregate_measures(plan)
     sets, errors = _quality_per_set(plan, top1)
     ood_detection = _ood_detection(plan, aggregates, sets)
     prr, curves = _prediction_rejection(plan, aggregates, errors)
     report = _assemble(plan, sets, ood_detection, prr)
+    report["token_errors"] = _token_errors(plan)
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -152,22 +169,25 @@ def evaluate(
 
 
 def _plan(id_run: RunLike, ood_runs: Union[Mapping[str, RunLike], Sequence[RunLike]], *, id_name: Optional[str],
-          quality: str, nbest, weightings: Sequence[str], allow_missing_ids: bool) -> _Plan:
+          quality: str, nbest, weightings: Sequence[str], allow_missing_ids: bool, token_unit: Optional[str] = None,
+          sentencepiece_model=None) -> _Plan:
     """Load the sets and check them and the options; the sets' warnings become the report's."""
     if quality not in QUALITY_CHOICES:
         raise ValueError(f"quality must be one of {QUALITY_CHOICES}, got {quality!r}")
+    _check_token_options(token_unit, sentencepiece_model)
     weightings = list(dict.fromkeys(weightings))
     for w in weightings:
         if w not in WEIGHTINGS:
             raise ValueError(f"weighting must be among {WEIGHTINGS}, got {w!r}")
     if not weightings:
         raise ValueError("no N-best weighting given")
-    sets = _load_sets(id_run, ood_runs, id_name, allow_missing_ids)
+    sets = _load_sets(id_run, ood_runs, id_name, allow_missing_ids, load_token_values=token_unit is not None)
     header = _common_header(sets)
     if not header.measures:
         raise ValueError(f"the #SU-columns header of {sets[0].run.path} names no uncertainty measure "
                          f"(only {', '.join(header.columns)})")
-    plan = _Plan(sets, header, list(header.measures), quality, nbest=[], weightings=weightings)
+    plan = _Plan(sets, header, list(header.measures), quality, nbest=[], weightings=weightings, token_unit=token_unit,
+                 sentencepiece_model=None if sentencepiece_model is None else str(sentencepiece_model))
     for s in sets:
         # the missing references get a note of their own (_quality_per_set)
         plan.warnings.extend(f"{s.name}: {w}" for w in s.run.warnings if w != NO_REFERENCES_WARNING)
@@ -185,23 +205,35 @@ def _plan(id_run: RunLike, ood_runs: Union[Mapping[str, RunLike], Sequence[RunLi
     return plan
 
 
-def _load(run: RunLike, name: Optional[str], allow_missing_ids: bool) -> Tuple[str, GenerateRun]:
-    """(name, run) of a run or of the path of a generate output (sequence-level values only)."""
+def _check_token_options(token_unit: Optional[str], sentencepiece_model) -> None:
+    if token_unit is not None and token_unit not in TOKEN_UNITS:
+        raise ValueError(f"token_unit must be one of {TOKEN_UNITS}, got {token_unit!r}")
+    if token_unit == "piece" and sentencepiece_model is None:
+        raise ValueError("token errors at the piece level need the sentencepiece model of the hypotheses "
+                         "(--sentencepiece-model spm.model)")
+    if sentencepiece_model is not None and not os.path.isfile(sentencepiece_model):
+        raise FileNotFoundError(f"sentencepiece model not found: {sentencepiece_model}")
+
+
+def _load(run: RunLike, name: Optional[str], allow_missing_ids: bool, load_token_values: bool = False
+          ) -> Tuple[str, GenerateRun]:
+    """(name, run) of a run or of the path of a generate output (token values only if asked for)."""
     if isinstance(run, GenerateRun):
         return (name or run.name), run
-    parsed = read_generate_output(run, name, allow_missing_ids=allow_missing_ids, load_token_values=False)
+    parsed = read_generate_output(run, name, allow_missing_ids=allow_missing_ids,
+                                  load_token_values=load_token_values)
     return parsed.name, parsed
 
 
 def _load_sets(id_run: RunLike, ood_runs: Union[Mapping[str, RunLike], Sequence[RunLike]],
-               id_name: Optional[str], allow_missing_ids: bool) -> List[_Set]:
+               id_name: Optional[str], allow_missing_ids: bool, load_token_values: bool = False) -> List[_Set]:
     """The ID set and the OOD sets, read where given as paths; their names must be unique."""
-    name, run = _load(id_run, id_name, allow_missing_ids)
+    name, run = _load(id_run, id_name, allow_missing_ids, load_token_values)
     sets = [_Set(name, "id", run)]
     if isinstance(ood_runs, Mapping):
-        loaded = [_load(run, name, allow_missing_ids) for name, run in ood_runs.items()]
+        loaded = [_load(run, name, allow_missing_ids, load_token_values) for name, run in ood_runs.items()]
     else:
-        loaded = [_load(run, None, allow_missing_ids) for run in ood_runs]
+        loaded = [_load(run, None, allow_missing_ids, load_token_values) for run in ood_runs]
     sets += [_Set(name, "ood", run) for name, run in loaded]
     names = [s.name for s in sets]
     dupes = sorted({n for n in names if names.count(n) > 1})
@@ -363,6 +395,36 @@ def _prediction_rejection(plan: _Plan, aggregates: Dict[str, SetAggregates], err
     return prr, curves
 
 
+def _token_errors(plan: _Plan) -> Dict[str, Any]:
+    """``token_errors[SET]`` (AUCs and error rate in %) for every set with references and TU- values; a note for
+    each set without (nothing when token errors were not asked for)."""
+    if plan.token_unit is None:
+        return {}
+    encode = None
+    if plan.token_unit == "piece":
+        import sentencepiece
+
+        processor = sentencepiece.SentencePieceProcessor(model_file=plan.sentencepiece_model)
+        encode = functools.partial(processor.encode, out_type=str)
+    result: Dict[str, Any] = {}
+    for s in plan.sets:
+        has_tu = bool(plan.header.token_measures) and any(x.hypotheses and x.hypotheses[0].tu for x in s.run.sentences)
+        if not (s.run.has_references and has_tu):
+            plan.notes.append(f"{s.name}: no token error detection (it needs the references, T- lines, and the "
+                              f"TU- lines of fairseq-generate without --no-token-uncertainty)")
+            continue
+        scores = token_error_detection(collect_token_errors(s.run, plan.token_unit, encode))
+        result[s.name] = {
+            "unit": plan.token_unit, "tokens": scores["tokens"], "errors": scores["errors"],
+            "sentences": scores["sentences"], "error_rate": _pct(scores["error_rate"]),
+            "measures": {m: {k: _pct(v) for k, v in auc.items()} for m, auc in scores["measures"].items()},
+        }
+        if scores["errors"] in (0, scores["tokens"]):
+            plan.notes.append(f"{s.name}: every top-1 token is {'correct' if scores['errors'] == 0 else 'wrong'}: "
+                              f"token error detection is undefined (null)")
+    return result
+
+
 # -- assemble and write -------------------------------------------------------------------------------------------
 
 
@@ -386,6 +448,13 @@ def _settings(plan: _Plan) -> Dict[str, Any]:
         "prr": "100 * (AUC_random - AUC_measure) / (AUC_random - AUC_oracle) of the error-retention curves "
                "(mean error over all sentences after rejecting the most uncertain fraction, rejected ones "
                "get error 0); 100 = oracle, 0 = random",
+        "token_errors": None if plan.token_unit is None else (
+            f"top-1 hypothesis pieces (H- line) labelled 1 when not matched in a longest common subsequence with "
+            f"the reference at the {plan.token_unit} level ("
+            + ("each piece gets its word's label" if plan.token_unit == "word" else "reference cut by the "
+               "sentencepiece model") + "), EOS value of every TU- line dropped; errors = positive class, higher "
+            "measure = more likely wrong; ROC-AUC = roc_auc_score, PR-AUC = average_precision_score (chance = "
+            "error rate)"),
     }
 
 
@@ -401,6 +470,7 @@ def _assemble(plan: _Plan, sets: Dict[str, Any], ood_detection: Dict[str, Any], 
         "sets": sets,
         "ood_detection": ood_detection,
         "prr": prr,
+        "token_errors": {},
         "notes": plan.notes,
         "warnings": plan.warnings,
         "plots": [],

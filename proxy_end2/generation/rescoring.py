@@ -9,7 +9,9 @@ temporaries take at most :data:`CHUNK_BYTES_PER_ELEMENT` bytes per element of a 
 :data:`CHUNK_SHARE` goes to those chunks and the rest to the pass: the hypotheses are re-scored in groups
 whose *padded* size ``n * L_max`` fits it, after sorting them by length so that a group holds hypotheses of
 similar lengths (little padding). A single hypothesis longer than the budget allows is re-scored alone. The
-model's own activations (a few ``[n, L, d]`` tensors, ``d`` its width) come on top.
+model's own activations (a few ``[n, L, d]`` tensors, ``d`` its width) come on top. The budget counts live
+tensors: glibc's allocator may keep freed blocks for later use (``MALLOC_MMAP_THRESHOLD_=65536`` makes it
+return them at once; tests/generation/test_rescoring_memory.py measures the peak that way).
 """
 from __future__ import annotations
 
@@ -95,25 +97,37 @@ class HypothesisRescorer:
     def attach(self, sample, entries: Sequence[Tuple[int, Dict]], num_classes: int) -> None:
         """Add ``hypo["uncertainty"]`` to every ``(sentence index in sample, hypo)`` of ``entries`` (in place)."""
         lengths = [int(hypo["tokens"].numel()) for _, hypo in entries]
+        # every member encodes the whole batch once, as beam search did, and the passes reorder these encoder
+        # outputs: a sentence is encoded exactly as in beam search however the hypotheses are grouped (a speech
+        # encoder's output depends on the padding of the batch it runs in)
+        encoder_outs = [self._encode(model, sample["net_input"]) for model in self.models]
         for chunk in plan_chunks(lengths, self.max_positions(num_classes)):
-            self._rescore(sample, [entries[i] for i in chunk])
+            self._rescore(encoder_outs, [entries[i] for i in chunk])
 
-    def _rescore(self, sample, chunk: Sequence[Tuple[int, Dict]]) -> None:
-        net_input = sample["net_input"]
-        src_tokens = net_input["src_tokens"]
-        index = torch.tensor([i for i, _ in chunk], device=src_tokens.device)
+    @staticmethod
+    def _encode(model, net_input):
+        encoder = getattr(model, "encoder", None)
+        return None if encoder is None else encoder.forward_torchscript(net_input)
+
+    def _logits(self, m: int, encoder_outs, index: Tensor, prev_output_tokens: Tensor) -> Tensor:
+        """Logits ``[N, L, K]`` of model ``m`` with teacher forcing on ``prev_output_tokens`` ``[N, L]``, for the
+        sentences ``index`` ``[N]`` of the batch (their rows of the encoder outputs)."""
+        model = self.models[m]
+        if encoder_outs[m] is None:
+            return model.decoder(prev_output_tokens)[0]
+        encoder_out = model.encoder.reorder_encoder_out(encoder_outs[m], index)
+        return model.decoder(prev_output_tokens, encoder_out=encoder_out)[0]
+
+    def _rescore(self, encoder_outs, chunk: Sequence[Tuple[int, Dict]]) -> None:
         hyp_tokens = [hypo["tokens"] for _, hypo in chunk]
+        index = torch.tensor([i for i, _ in chunk], device=hyp_tokens[0].device)
         target = data_utils.collate_tokens(hyp_tokens, self.pad, self.eos, left_pad=False)  # N x L
         prev_output_tokens = data_utils.collate_tokens(
             hyp_tokens, self.pad, self.eos, left_pad=False, move_eos_to_beginning=True
         )  # N x L, EOS first: teacher forcing on the hypothesis
-        batch = {
-            "src_tokens": src_tokens.index_select(0, index),  # N x S (x features)
-            "src_lengths": net_input["src_lengths"].index_select(0, index),
-            "prev_output_tokens": prev_output_tokens,
-        }
         mask = target.ne(self.pad)  # N x L
-        token, sequence = self._measures(batch, target, mask, self.chunk_elements(target.device))
+        token, sequence = self._measures(encoder_outs, index, prev_output_tokens, target, mask,
+                                         self.chunk_elements(target.device))
         lengths = mask.sum(-1).tolist()
         for n, (_, hypo) in enumerate(chunk):
             hypo["uncertainty"] = {
@@ -123,17 +137,18 @@ class HypothesisRescorer:
                 "sequence": {name: float(values[n]) for name, values in sequence.items()},
             }
 
-    def _measures(self, batch, target: Tensor, mask: Tensor, chunk: int):
+    def _measures(self, encoder_outs, index: Tensor, prev_output_tokens: Tensor, target: Tensor, mask: Tensor,
+                  chunk: int):
         if self.kind == PRIOR_NETWORK:
-            model = self.models[0]
-            logits = model(**batch)[0]  # N x L x K; the temperature applies to q only, not to the Dirichlet
+            logits = self._logits(0, encoder_outs, index, prev_output_tokens)  # N x L x K
+            # the temperature applies to q only, not to the Dirichlet
             return prior_network_sequence_uncertainty(
-                logits, target, mask, model_offset=model.model_offset, temperature=self.temperature,
+                logits, target, mask, model_offset=self.models[0].model_offset, temperature=self.temperature,
                 chunk_elements=chunk,
             )
         accumulator = EnsembleSequenceAccumulator(target, mask, chunk_elements=chunk)
-        for model in self.models:
-            logits = model(**batch)[0]  # N x L x K, one member at a time
+        for m in range(self.num_members):
+            logits = self._logits(m, encoder_outs, index, prev_output_tokens)  # N x L x K, one member at a time
             if self.temperature != 1.0:
                 logits = logits.div_(self.temperature)
             accumulator.add(logits)

@@ -49,3 +49,13 @@ def check_student_teacher(student_logits: Tensor, teacher_logits: Tensor) -> Non
 def check_model_offset(model_offset: float) -> None:
     if not (math.isfinite(model_offset) and model_offset >= 0.0):
         raise ValueError(f"model_offset must be a finite number >= 0, got {model_offset}")
+
+
+def check_student_target(student_logits: Tensor, log_mean_probs: Tensor, target_precision: Tensor) -> None:
+    """An explicit proxy target: mean ``[..., K]`` and precision ``[...]`` matching the student logits."""
+    check_student(student_logits)
+    if log_mean_probs.shape != student_logits.shape or target_precision.shape != student_logits.shape[:-1]:
+        raise ValueError(
+            f"target mean {tuple(log_mean_probs.shape)} and precision {tuple(target_precision.shape)} must have "
+            f"the student logits' shape {tuple(student_logits.shape)} and its leading shape"
+        )

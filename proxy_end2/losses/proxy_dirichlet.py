@@ -64,7 +64,7 @@ from ..uncertainty.dirichlet import concentration_bounds
 from ..uncertainty.ensemble import EnsembleStatistics, ensemble_statistics
 from ..uncertainty.proxy import proxy_target_precision
 from ..uncertainty.topk import TopKStatistics
-from ._checks import check_model_offset, check_student, check_student_stats, check_student_teacher
+from ._checks import check_model_offset, check_student_stats, check_student_target, check_student_teacher
 from ._rowwise import apply_rowwise, exp_clamped
 
 __all__ = ["proxy_dirichlet_loss", "proxy_dirichlet_loss_from_stats", "proxy_dirichlet_loss_from_target"]
@@ -234,13 +234,8 @@ def proxy_dirichlet_loss_from_target(
     Raises:
         ValueError: on shape/class mismatches or a negative ``model_offset``.
     """
-    check_student(student_logits)
+    check_student_target(student_logits, log_mean_probs, target_precision)
     check_model_offset(model_offset)
-    if log_mean_probs.shape != student_logits.shape or target_precision.shape != student_logits.shape[:-1]:
-        raise ValueError(
-            f"target mean {tuple(log_mean_probs.shape)} and precision {tuple(target_precision.shape)} must have "
-            f"the student logits' shape {tuple(student_logits.shape)} and its leading shape"
-        )
     return apply_rowwise(_proxy_chunk, student_logits, log_mean_probs, target_precision.detach(), float(model_offset))
 
 

@@ -1,1 +1,1 @@
-from . import prior_transformer  # noqa: F401
+from . import prior_s2t_transformer, prior_transformer  # noqa: F401

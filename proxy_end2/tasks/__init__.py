@@ -1,1 +1,1 @@
-from . import translation_distillation  # noqa: F401
+from . import speech_to_text_distillation, translation_distillation  # noqa: F401

@@ -8,13 +8,17 @@
   (:mod:`proxy_end2.teacher_cache`): no teacher is loaded; each split is checked against the cache when it is
   loaded (before training starts), and the batches get their cached rows when they are collated;
 * ``--student-init``: the student starts from a trained model (fairseq-train only);
-* uncertainty-aware generation: fairseq's beam search, then one teacher-forced re-scoring pass whose SU-/TU-
-  lines an :class:`~proxy_end2.generation.output.UncertaintyWriter` owned by the task writes;
+* uncertainty-aware generation: fairseq's beam search (or, with ``--score-reference``, fairseq's reference
+  scorer), then one teacher-forced re-scoring pass whose SU-/TU- lines an
+  :class:`~proxy_end2.generation.output.UncertaintyWriter` owned by the task writes;
 * no sentence dropped: fairseq-fixed drops the last batch of a split unless its size is a multiple of
   ``--required-batch-size-multiple``.
 
 A task is ``class XDistillationTask(DistillationTaskMixin, XTask)`` with a config that inherits
-:class:`DistillationConfig`'s fields.
+:class:`DistillationConfig`'s fields (a dataclass task), or, for a legacy argparse task such as fairseq's
+``speech_to_text``, with :class:`DistillationConfig`'s fields added to its parser
+(:func:`add_distillation_args`). The mixin reads its options through :attr:`DistillationTaskMixin.distillation_options`,
+the task's ``cfg`` or its ``args``.
 """
 
 import ast
@@ -26,6 +30,7 @@ import torch
 from omegaconf import II
 
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.dataclass.utils import gen_parser_from_dataclass
 
 from fairseq import utils
 
@@ -34,6 +39,7 @@ from ..constants import TEACHER_CACHE_KEY, TEACHER_STATS_KEY
 from ..generation.output import UncertaintyWriter, uncertainty_path
 from ..generation.rescoring import DEFAULT_MEMORY_MB
 from ..generation.uncertainty_sequence_generator import UncertaintySequenceGenerator
+from ..generation.uncertainty_sequence_scorer import UncertaintySequenceScorer
 from ..teacher_cache.store import CacheExpectation, TeacherCacheSplit, data_fingerprint, teacher_fingerprints
 from ..teachers import TEACHER_DTYPES, TeacherEnsemble, split_teacher_paths
 from ..uncertainty.sequence import sequence_measure_names, token_measure_names
@@ -123,10 +129,14 @@ class DistillationConfig(FairseqDataclass):
     gen_subset: str = II("dataset.gen_subset")
 
 
+def add_distillation_args(parser) -> None:
+    """Add :class:`DistillationConfig`'s options to a legacy (argparse) task's parser, with their help strings and
+    defaults (the generation options ``results_path``/``gen_subset`` are fairseq-generate's own)."""
+    gen_parser_from_dataclass(parser, DistillationConfig())
+
+
 class DistillationTaskMixin:
     """Teacher handling, ``--student-init`` and uncertainty generation for a fairseq task (see module doc)."""
-
-    cfg: DistillationConfig
 
     def __init__(self, cfg, *args, **kwargs):
         super().__init__(cfg, *args, **kwargs)
@@ -154,54 +164,72 @@ class DistillationTaskMixin:
             ignore_invalid_inputs=ignore_invalid_inputs, required_batch_size_multiple=1, **kwargs
         )
 
+    @property
+    def distillation_options(self):
+        """The task's options (:class:`DistillationConfig`'s fields among them): ``cfg`` for a dataclass task,
+        ``args`` for a legacy argparse task (whose ``cfg`` is None)."""
+        cfg = getattr(self, "cfg", None)
+        return cfg if cfg is not None else self.args
+
+    @property
+    def task_name(self) -> str:
+        """The registered name of the task (for messages)."""
+        opts = self.distillation_options
+        return getattr(opts, "_name", None) or getattr(opts, "task", None) or type(self).__name__
+
     # ------------------------------------------------------------------------------------------------
     # teachers
 
     def build_criterion(self, cfg, from_checkpoint=False):
-        criterion = super().build_criterion(cfg, from_checkpoint=from_checkpoint)
-        if getattr(criterion, "requires_teachers", False) and self.cfg.teacher_cache:
+        # a legacy task's build_criterion(args) takes no from_checkpoint: pass it only when set
+        criterion = super().build_criterion(cfg, **({"from_checkpoint": True} if from_checkpoint else {}))
+        opts = self.distillation_options
+        name = getattr(cfg, "_name", None) or getattr(cfg, "criterion", None)
+        if getattr(criterion, "requires_teachers", False) and opts.teacher_cache:
             if not getattr(criterion, "supports_teacher_cache", False):
                 raise ValueError(
-                    f"criterion {cfg._name} needs every teacher's full distribution at every step, which a teacher "
+                    f"criterion {name} needs every teacher's full distribution at every step, which a teacher "
                     f"cache does not store (only the top-k of the ensemble mean): train it with the teachers online "
                     f"(--teacher-paths, without --teacher-cache)"
                 )
-            logger.info(f"criterion {cfg._name} trains from the teacher cache {self.cfg.teacher_cache}: no teacher loaded")
+            logger.info(f"criterion {name} trains from the teacher cache {opts.teacher_cache}: no teacher loaded")
         elif getattr(criterion, "requires_teachers", False):
             self.load_teachers()
-        elif self.cfg.teacher_paths:
+        elif opts.teacher_paths:
             logger.warning(
-                f"criterion {cfg._name} does not use teachers; ignoring --teacher-paths {self.cfg.teacher_paths}"
+                f"criterion {cfg._name} does not use teachers; ignoring --teacher-paths {opts.teacher_paths}"
             )
         return criterion
 
     def load_teachers(self) -> TeacherEnsemble:
         """Load (once) the teachers named by ``--teacher-paths``; raise a clear error if there are none."""
+        opts = self.distillation_options
         if self.teachers is None:
-            if not self.cfg.teacher_paths:
+            if not opts.teacher_paths:
                 raise ValueError(
                     "the distillation criteria need a teacher ensemble: pass "
-                    f"--teacher-paths teacher1.pt:teacher2.pt:... to --task {self.cfg._name}"
+                    f"--teacher-paths teacher1.pt:teacher2.pt:... to --task {self.task_name}"
                 )
-            overrides = ast.literal_eval(self.cfg.teacher_model_overrides)  # like fairseq's --model-overrides
+            overrides = ast.literal_eval(opts.teacher_model_overrides)  # like fairseq's --model-overrides
             self.teachers = TeacherEnsemble.load(
-                split_teacher_paths(self.cfg.teacher_paths),
+                split_teacher_paths(opts.teacher_paths),
                 task=self,
-                dtype=self.cfg.teacher_dtype,
+                dtype=opts.teacher_dtype,
                 arg_overrides=overrides,
             )
-            logger.info(f"teacher ensemble: {len(self.teachers)} members in {self.cfg.teacher_dtype}")
+            logger.info(f"teacher ensemble: {len(self.teachers)} members in {opts.teacher_dtype}")
         return self.teachers
 
     def _with_teacher_stats(self, sample, criterion):
         if not getattr(criterion, "requires_teachers", False):
             return sample
         sample = dict(sample)  # shallow copy: the caller's batch is left as it was
-        if self.cfg.teacher_cache:
+        opts = self.distillation_options
+        if opts.teacher_cache:
             sample[TEACHER_STATS_KEY] = self._cached_statistics(sample)
             return sample
         teachers = self.load_teachers()
-        stats_dtype = torch.float64 if self.cfg.teacher_stats_dtype == "fp64" else torch.float32
+        stats_dtype = torch.float64 if opts.teacher_stats_dtype == "fp64" else torch.float32
         sample[TEACHER_STATS_KEY] = teachers.statistics(sample["net_input"], stats_dtype=stats_dtype)
         return sample
 
@@ -210,7 +238,7 @@ class DistillationTaskMixin:
 
     def load_dataset(self, split, epoch=1, combine=False, **kwargs):
         super().load_dataset(split, epoch=epoch, combine=combine, **kwargs)
-        if self.cfg.teacher_cache:
+        if self.distillation_options.teacher_cache:
             from ..teacher_cache.dataset import TeacherCacheDataset
 
             cache = self.open_teacher_cache(split, self.datasets[split])
@@ -227,22 +255,23 @@ class DistillationTaskMixin:
         """Open the cache of ``split`` once and check it against the data, dictionaries, teachers and k."""
         if split in self._cache_splits:
             return self._cache_splits[split]
-        paths = utils.split_paths(self.cfg.data)
+        opts = self.distillation_options
+        paths = utils.split_paths(opts.data)
         if len(paths) != 1:
-            raise ValueError(f"--teacher-cache needs one data directory, got {len(paths)} ({self.cfg.data})")
-        if self.cfg.teacher_paths and self._teacher_fingerprints is None:
-            self._teacher_fingerprints = teacher_fingerprints(split_teacher_paths(self.cfg.teacher_paths))
-        cache = TeacherCacheSplit(self.cfg.teacher_cache, split)
+            raise ValueError(f"--teacher-cache needs one data directory, got {len(paths)} ({opts.data})")
+        if opts.teacher_paths and self._teacher_fingerprints is None:
+            self._teacher_fingerprints = teacher_fingerprints(split_teacher_paths(opts.teacher_paths))
+        cache = TeacherCacheSplit(opts.teacher_cache, split)
         cache.check(CacheExpectation(
             split=split, num_classes=len(self.target_dictionary), target_lengths=self.cache_target_lengths(dataset),
-            data=data_fingerprint(paths[0], split), teachers=self._teacher_fingerprints, topk=self.cfg.teacher_cache_topk,
-            settings={"truncate_source": bool(getattr(self.cfg, "truncate_source", False))}))
+            data=data_fingerprint(paths[0], split), teachers=self._teacher_fingerprints, topk=opts.teacher_cache_topk,
+            settings={"truncate_source": bool(getattr(opts, "truncate_source", False))}))
         m = cache.manifest
         for other in self._cache_splits.values():  # every split from the same teachers and k
             if any(other.manifest[key] != m[key] for key in ("teachers", "topk", "num_members", "settings")):
                 raise ValueError(f"--teacher-cache: the caches of splits {other.split!r} and {split!r} were built "
                                  "from other teachers or with another --topk; build them again together")
-        logger.info(f"teacher cache {self.cfg.teacher_cache} [{split}]: {m['sentences']} sentences, {m['tokens']} target "
+        logger.info(f"teacher cache {opts.teacher_cache} [{split}]: {m['sentences']} sentences, {m['tokens']} target "
                     f"tokens, top {m['topk']} of K = {m['num_classes']}, {m['num_members']} teachers "
                     f"({', '.join(t['path'] for t in m['teachers'])})"
                     + (f"; {cache.missing} sentences not cached" if cache.missing else ""))
@@ -272,45 +301,80 @@ class DistillationTaskMixin:
             model = super().build_model(cfg, from_checkpoint=from_checkpoint)
         finally:
             self._building_model = False
-        if self.cfg.student_init and not from_checkpoint:
-            initialise_from_checkpoint(model, self.cfg.student_init, self.source_dictionary, self.target_dictionary)
+        student_init = self.distillation_options.student_init
+        if student_init and not from_checkpoint:
+            initialise_from_checkpoint(model, student_init, self.source_dictionary, self.target_dictionary)
         return model
 
     # ------------------------------------------------------------------------------------------------
     # generation with uncertainty
 
     def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None, **kwargs):
-        if (
-            seq_gen_cls is None
-            and not self.cfg.no_uncertainty
-            and not self._building_model
-            and not getattr(args, "score_reference", False)
-            and not getattr(args, "print_alignment", None)
-            and kwargs.get("prefix_allowed_tokens_fn") is None
-        ):
-            seq_gen_cls = UncertaintySequenceGenerator
-            extra_gen_cls_kwargs = dict(extra_gen_cls_kwargs or {}, nbest=getattr(args, "nbest", 1),
-                                        memory_mb=self.cfg.uncertainty_memory_mb)
-            self.close_uncertainty_output()
-            self.uncertainty_writer = UncertaintyWriter(
-                uncertainty_path(self.cfg.results_path, self.cfg.gen_subset, self.cfg.uncertainty_output),
-                token_level=not self.cfg.no_token_uncertainty,
-            )
+        scorer = self.uncertainty_scorer(models, args, seq_gen_cls, kwargs.get("prefix_allowed_tokens_fn"))
+        if scorer is not None:
+            return scorer
+        seq_gen_cls, extra_gen_cls_kwargs = self.uncertainty_generator_class(
+            args, seq_gen_cls, extra_gen_cls_kwargs, kwargs.get("prefix_allowed_tokens_fn"))
         return super().build_generator(
             models, args, seq_gen_cls=seq_gen_cls, extra_gen_cls_kwargs=extra_gen_cls_kwargs, **kwargs
+        )
+
+    def _with_uncertainty(self, args, seq_gen_cls=None, prefix_allowed_tokens_fn=None) -> bool:
+        """Whether to generate with uncertainty: not when the caller asked for its own generator class, for
+        alignments, constrained search, a generator built while building the model, or ``--no-uncertainty``."""
+        return (
+            seq_gen_cls is None
+            and not self.distillation_options.no_uncertainty
+            and not self._building_model
+            and not getattr(args, "print_alignment", None)
+            and prefix_allowed_tokens_fn is None
+        )
+
+    def uncertainty_scorer(self, models, args, seq_gen_cls=None, prefix_allowed_tokens_fn=None):
+        """An :class:`UncertaintySequenceScorer` (and a fresh writer) for ``--score-reference`` with uncertainty
+        on; None otherwise."""
+        if not (getattr(args, "score_reference", False) and self._with_uncertainty(args, seq_gen_cls,
+                                                                                   prefix_allowed_tokens_fn)):
+            return None
+        self._open_uncertainty_output()
+        return UncertaintySequenceScorer(models, self.target_dictionary,
+                                         memory_mb=self.distillation_options.uncertainty_memory_mb)
+
+    def uncertainty_generator_class(self, args, seq_gen_cls=None, extra_gen_cls_kwargs=None,
+                                    prefix_allowed_tokens_fn=None):
+        """``(generator class, its extra keyword arguments)`` for ``build_generator``: the caller's, or
+        :class:`UncertaintySequenceGenerator` (and a fresh :class:`UncertaintyWriter`) for beam search with
+        uncertainty on (see :meth:`_with_uncertainty`; reference scoring: :meth:`uncertainty_scorer`)."""
+        if getattr(args, "score_reference", False) or not self._with_uncertainty(args, seq_gen_cls,
+                                                                                 prefix_allowed_tokens_fn):
+            return seq_gen_cls, extra_gen_cls_kwargs
+        extra_gen_cls_kwargs = dict(extra_gen_cls_kwargs or {}, nbest=getattr(args, "nbest", 1),
+                                    memory_mb=self.distillation_options.uncertainty_memory_mb)
+        self._open_uncertainty_output()
+        return UncertaintySequenceGenerator, extra_gen_cls_kwargs
+
+    def _open_uncertainty_output(self) -> None:
+        opts = self.distillation_options
+        self.close_uncertainty_output()
+        # a legacy task's args have fairseq-generate's --results-path/--gen-subset only under fairseq-generate
+        self.uncertainty_writer = UncertaintyWriter(
+            uncertainty_path(getattr(opts, "results_path", None), getattr(opts, "gen_subset", "test"),
+                             opts.uncertainty_output),
+            token_level=not opts.no_token_uncertainty,
         )
 
     def inference_step(self, generator, models, sample, prefix_tokens=None, constraints=None):
         hypos = super().inference_step(generator, models, sample, prefix_tokens=prefix_tokens,
                                        constraints=constraints)
-        if isinstance(generator, UncertaintySequenceGenerator):
+        if isinstance(generator, (UncertaintySequenceGenerator, UncertaintySequenceScorer)):
             self.write_uncertainty(generator, sample, hypos)
         return hypos
 
-    def write_uncertainty(self, generator: UncertaintySequenceGenerator, sample, hypos) -> None:
+    def write_uncertainty(self, generator, sample, hypos) -> None:
         """Write the SU-/TU- lines of every re-scored hypothesis (format: docs/output-format.md)."""
         if self.uncertainty_writer is None:
-            self.uncertainty_writer = UncertaintyWriter(token_level=not self.cfg.no_token_uncertainty)
+            self.uncertainty_writer = UncertaintyWriter(
+                token_level=not self.distillation_options.no_token_uncertainty)
         items = [(sample_id, rank, hypo["uncertainty"])
                  for i, sample_id in enumerate(sample["id"].tolist())
                  for rank, hypo in enumerate(hypos[i][: generator.nbest])]

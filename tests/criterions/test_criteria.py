@@ -11,8 +11,9 @@ from fairseq.logging import metrics
 
 from proxy_end2.criterions.dirichlet_nll_distillation import DirichletNLLDistillationCriterion
 from proxy_end2.criterions.ensemble_kl_distillation import EnsembleKLDistillationCriterion
+from proxy_end2.criterions.forward_proxy_dirichlet_distillation import ForwardProxyDirichletDistillationCriterion
 from proxy_end2.criterions.proxy_dirichlet_distillation import ProxyDirichletDistillationCriterion
-from proxy_end2.losses import dirichlet_nll_loss, ensemble_kl_loss, proxy_dirichlet_loss
+from proxy_end2.losses import dirichlet_nll_loss, ensemble_kl_loss, forward_proxy_dirichlet_loss, proxy_dirichlet_loss
 from proxy_end2.constants import TEACHER_STATS_KEY
 from proxy_end2.uncertainty import ensemble_statistics
 
@@ -99,6 +100,9 @@ CRITERIA = {
     "proxy_dirichlet_distillation": (
         ProxyDirichletDistillationCriterion, {"target_concentration": "mkl", "target_offset": 1.0},
         lambda z, t, c: proxy_dirichlet_loss(z, t, model_offset=c, target_offset=1.0, precision="mkl")),
+    "forward_proxy_dirichlet_distillation": (
+        ForwardProxyDirichletDistillationCriterion, {"target_concentration": "epkl", "target_offset": 0.5},
+        lambda z, t, c: forward_proxy_dirichlet_loss(z, t, model_offset=c, target_offset=0.5, precision="epkl")),
 }
 
 
@@ -220,9 +224,30 @@ def test_non_finite_loss_names_the_problem():
         _criterion("dirichlet_nll_distillation")(FixedLogitsModel(logits), _sample())
 
 
-def test_bad_target_offset_rejected():
+@pytest.mark.parametrize("cls", [ProxyDirichletDistillationCriterion, ForwardProxyDirichletDistillationCriterion])
+def test_bad_target_offset_rejected(cls):
     with pytest.raises(ValueError, match="target-offset"):
-        ProxyDirichletDistillationCriterion(TASK, sentence_avg=False, target_offset=-1.0)
+        cls(TASK, sentence_avg=False, target_offset=-1.0)
+
+
+def test_forward_proxy_criterion_logs_its_target_precision_and_has_the_reverse_optimum():
+    """The forward criterion logs the same target precision B as the reverse one (same options) and, with the
+    student at alpha = B pbar + 1, both have zero gradient there."""
+    from proxy_end2.uncertainty import proxy_target_precision
+
+    stats = _sample()[TEACHER_STATS_KEY]
+    b = proxy_target_precision(stats, "mkl", 1.0)
+    z_star = torch.log(b.unsqueeze(-1) * stats.mean_probs())  # model offset 1: alpha = B pbar + 1
+    logs, grads = [], []
+    for cls in (ProxyDirichletDistillationCriterion, ForwardProxyDirichletDistillationCriterion):
+        model = FixedLogitsModel(z_star)
+        loss, _, log = cls(TASK, sentence_avg=False, target_concentration="mkl", target_offset=1.0)(model, _sample())
+        loss.backward()
+        logs.append(float(log["target_precision"]))
+        grads.append(model.logits.grad[TARGET.ne(PAD)].abs().max().item())
+    assert logs[0] == pytest.approx(logs[1], rel=1e-12)
+    assert logs[0] == pytest.approx(b[TARGET.ne(PAD)].sum().item(), rel=1e-9)
+    assert max(grads) < 1e-6
 
 
 @pytest.mark.parametrize("name", sorted(CRITERIA))

@@ -19,6 +19,8 @@ from proxy_end2.losses import (
     dirichlet_nll_loss_from_stats,
     ensemble_kl_loss,
     ensemble_kl_loss_from_stats,
+    forward_proxy_dirichlet_loss,
+    forward_proxy_dirichlet_loss_from_stats,
     proxy_dirichlet_loss,
     proxy_dirichlet_loss_from_stats,
     proxy_dirichlet_loss_from_target,
@@ -33,6 +35,10 @@ from proxy_end2.uncertainty import (
 mpmath.mp.dps = 80
 F64 = torch.float64
 EPS = 2.0**-23
+#: the float64 losses with an analytic row-wise gradient (losses/_rowwise.py), from statistics / stacked teachers
+ROWWISE_FROM_STATS = [proxy_dirichlet_loss_from_stats, forward_proxy_dirichlet_loss_from_stats,
+                      dirichlet_nll_loss_from_stats]
+STACKED_LOSSES = [proxy_dirichlet_loss, forward_proxy_dirichlet_loss, dirichlet_nll_loss, ensemble_kl_loss]
 
 
 def _randn(*shape: int, scale: float = 1.0, seed: int = 0, dtype=F64) -> torch.Tensor:
@@ -188,7 +194,7 @@ def test_proxy_value_and_gradient_against_mpmath(regime):
 
 
 # ====================================================================== proxy loss: gradient
-@pytest.mark.parametrize("loss_fn", [proxy_dirichlet_loss_from_stats, dirichlet_nll_loss_from_stats])
+@pytest.mark.parametrize("loss_fn", ROWWISE_FROM_STATS)
 def test_analytic_backward_gradcheck(loss_fn):
     teachers = _teachers(2, 3, k=5, seed=30)
     stats = ensemble_statistics(teachers)
@@ -280,7 +286,7 @@ def test_proxy_epkl_precision_option_has_its_own_optimum():
     assert grad_epkl < 1e-7 * z_star.grad.abs().max()
 
 
-@pytest.mark.parametrize("loss_fn", [proxy_dirichlet_loss_from_stats, dirichlet_nll_loss_from_stats])
+@pytest.mark.parametrize("loss_fn", ROWWISE_FROM_STATS)
 def test_saves_no_float64_vocabulary_sized_tensor_for_backward(loss_fn):
     """Only z (input dtype), the statistics' own ln pbar / mean ln p and B [...] may be saved."""
     k = 50
@@ -301,7 +307,7 @@ def test_saves_no_float64_vocabulary_sized_tensor_for_backward(loss_fn):
     assert z.grad.dtype == torch.float32 and torch.isfinite(z.grad).all()
 
 
-@pytest.mark.parametrize("loss_fn", [proxy_dirichlet_loss, dirichlet_nll_loss])
+@pytest.mark.parametrize("loss_fn", [proxy_dirichlet_loss, forward_proxy_dirichlet_loss, dirichlet_nll_loss])
 @pytest.mark.parametrize("chunk_elements", [5, 13, 1 << 30])
 def test_row_chunking_does_not_change_results(monkeypatch, chunk_elements, loss_fn):
     """Forward/backward run on chunks of rows (bounded float64 temporaries): 1 row, 2 rows, everything."""
@@ -333,7 +339,7 @@ def test_half_precision_student_gradients_come_back_in_input_dtype(half):
     teachers = _teachers(2, 3, k=8, seed=46)
     z_half = _randn(2, 3, 8, scale=2.0, seed=47, dtype=half).requires_grad_()
     z_f32 = z_half.detach().float().requires_grad_()
-    for loss_fn in (proxy_dirichlet_loss, dirichlet_nll_loss, ensemble_kl_loss):
+    for loss_fn in STACKED_LOSSES:
         loss_half, loss_f32 = loss_fn(z_half, teachers), loss_fn(z_f32, teachers)
         # the half logits are upcast exactly, so values are identical to the float32 path
         torch.testing.assert_close(loss_half, loss_f32, rtol=0, atol=0)
@@ -411,7 +417,7 @@ def test_ensemble_kl_dtype_rule():
 
 
 # ====================================================================== shapes, stress, errors
-@pytest.mark.parametrize("loss_fn", [proxy_dirichlet_loss, dirichlet_nll_loss, ensemble_kl_loss])
+@pytest.mark.parametrize("loss_fn", STACKED_LOSSES)
 def test_any_leading_shape(loss_fn):
     teachers = _teachers(2, 3, k=5, seed=56)  # [B, T, M, K]
     z = _randn(2, 3, 5, seed=57)
@@ -454,7 +460,7 @@ def _stress_cases(k: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         "confident_teachers_large_student",
     ],
 )
-@pytest.mark.parametrize("loss_fn", [proxy_dirichlet_loss, dirichlet_nll_loss, ensemble_kl_loss])
+@pytest.mark.parametrize("loss_fn", STACKED_LOSSES)
 def test_large_vocabulary_stress_is_finite(case, loss_fn):
     k = 40000
     student, teachers = _stress_cases(k)[case]
@@ -493,14 +499,14 @@ def test_errors():
     teachers = _teachers(2, k=5, seed=70)
     stats = ensemble_statistics(teachers)
     z = _randn(2, 5, seed=71)
-    for fn in (proxy_dirichlet_loss, dirichlet_nll_loss, ensemble_kl_loss):
+    for fn in STACKED_LOSSES:
         with pytest.raises(ValueError, match="student logits have K = 6, teacher logits have K = 5"):
             fn(_randn(2, 6), teachers)
         with pytest.raises(ValueError, match="leading shape mismatch"):
             fn(_randn(3, 5), teachers)
         with pytest.raises(ValueError, match=r"\[\.\.\., M, K\]"):
             fn(z[0], teachers[0, 0])
-    for fn in (proxy_dirichlet_loss_from_stats, dirichlet_nll_loss_from_stats, ensemble_kl_loss_from_stats):
+    for fn in ROWWISE_FROM_STATS + [ensemble_kl_loss_from_stats]:
         with pytest.raises(ValueError, match="teacher statistics have K = 5"):
             fn(_randn(2, 6), stats)
         with pytest.raises(ValueError, match=r"leading shape \(2,\)"):
@@ -515,6 +521,10 @@ def test_errors():
         proxy_dirichlet_loss(z, teachers, model_offset=-1.0)
     with pytest.raises(ValueError, match="model_offset"):
         dirichlet_nll_loss(z, teachers, model_offset=-1.0)
+    with pytest.raises(ValueError, match="model_offset"):
+        forward_proxy_dirichlet_loss(z, teachers, model_offset=-1.0)
+    with pytest.raises(ValueError, match="target_offset"):
+        forward_proxy_dirichlet_loss(z, teachers, target_offset=-1.0)
     with pytest.raises(ValueError, match="eps"):
         proxy_precision(stats, eps=0.0)
     with pytest.raises(ValueError, match="K >= 2"):
@@ -523,7 +533,7 @@ def test_errors():
 
 
 # ====================================================================== fused value + gradient (memory, dtypes, paths)
-@pytest.mark.parametrize("loss_fn", [proxy_dirichlet_loss_from_stats, dirichlet_nll_loss_from_stats])
+@pytest.mark.parametrize("loss_fn", ROWWISE_FROM_STATS)
 @pytest.mark.parametrize(
     "dtype,saved_dtype",
     [(F64, F64), (torch.float32, torch.float32), (torch.float16, torch.float32), (torch.bfloat16, torch.float32)],
@@ -544,7 +554,7 @@ def test_saves_only_the_gradient_in_the_logits_dtype(loss_fn, dtype, saved_dtype
     assert z.grad.dtype == dtype
 
 
-@pytest.mark.parametrize("loss_fn", [proxy_dirichlet_loss_from_stats, dirichlet_nll_loss_from_stats])
+@pytest.mark.parametrize("loss_fn", ROWWISE_FROM_STATS)
 def test_no_gradient_work_without_grad(loss_fn):
     """Under no_grad (validation) or for logits without requires_grad the same value, and nothing saved."""
     stats = ensemble_statistics(_teachers(3, k=9, seed=82))
@@ -557,7 +567,7 @@ def test_no_gradient_work_without_grad(loss_fn):
     assert not got.requires_grad
 
 
-@pytest.mark.parametrize("loss_fn", [proxy_dirichlet_loss_from_stats, dirichlet_nll_loss_from_stats])
+@pytest.mark.parametrize("loss_fn", ROWWISE_FROM_STATS)
 def test_backward_twice_with_retained_graph(loss_fn):
     stats = ensemble_statistics(_teachers(3, k=9, seed=84))
     z = _randn(3, 9, scale=2.0, seed=85).requires_grad_()
@@ -567,7 +577,7 @@ def test_backward_twice_with_retained_graph(loss_fn):
     torch.testing.assert_close(g1, 2.0 * g2, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("loss_fn", [proxy_dirichlet_loss_from_stats, dirichlet_nll_loss_from_stats])
+@pytest.mark.parametrize("loss_fn", ROWWISE_FROM_STATS)
 def test_half_precision_gradient_is_scaled_before_rounding(loss_fn):
     """A loss-scaled fp16 backward (upstream 2^20) rounds upstream * dC/dz once to fp16, like the float32
     path, so gradients below fp16's range before scaling survive (the saved gradient is float32)."""
@@ -584,7 +594,7 @@ def test_half_precision_gradient_is_scaled_before_rounding(loss_fn):
     torch.testing.assert_close(z16.grad, z32.grad.half(), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("loss_fn", [proxy_dirichlet_loss_from_stats, dirichlet_nll_loss_from_stats])
+@pytest.mark.parametrize("loss_fn", ROWWISE_FROM_STATS)
 def test_clamped_logits_have_zero_gradient_and_the_value_of_the_bound(loss_fn):
     from proxy_end2.uncertainty import concentration_bounds
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 
-from fairseq_helpers import build_task_and_model
+from fairseq_helpers import assert_dirichlet_read_out, build_task_and_model
 from proxy_end2.models.prior_transformer import PriorTransformerDecoder, PriorTransformerModel
 
 ARCHS = ("prior_transformer_tiny", "prior_transformer", "prior_transformer_wmt_en_de", "prior_transformer_wmt_en_de_big")
@@ -36,12 +36,7 @@ def test_forward_shapes_and_dirichlet(tiny_data):
     batch = _batch(task)
     logits, extra = model(**batch)
     assert logits.shape == (3, 5, len(task.target_dictionary))
-    probs = model.get_normalized_probs((logits, extra), log_probs=False)
-    torch.testing.assert_close(probs.sum(-1), torch.ones(3, 5))
-    alphas = model.get_dirichlet_concentrations((logits, extra))
-    assert alphas.dtype == torch.float64
-    torch.testing.assert_close(alphas, logits.double().exp() + 0.5)
-    assert model.model_offset == 0.5
+    assert_dirichlet_read_out(model, logits, extra, 0.5)
 
 
 def test_layernorm_is_applied_right_before_output_projection(tiny_data):

@@ -4,15 +4,12 @@ import copy
 import pytest
 import torch
 
-from fairseq import checkpoint_utils
-
 from conftest import make_binarised_data, run_fairseq, teacher_train_args
-from fairseq_helpers import build_cfg, build_task_and_model
+from fairseq_helpers import assert_statistics_match_stacked_members, build_cfg, build_task_and_model
 from proxy_end2.constants import TEACHER_STATS_KEY
 from proxy_end2.tasks.translation_distillation import TranslationDistillationTask
 from proxy_end2.checkpoints import TeacherCheckpointError
 from proxy_end2.teachers import TeacherEnsemble
-from proxy_end2.uncertainty import ensemble_statistics
 
 
 def _task_cfg(data, teachers, *extra):
@@ -40,15 +37,8 @@ def test_streamed_statistics_equal_stacked_member_outputs(tiny_data, quick_teach
         assert not member.training
         assert all(not p.requires_grad for p in member.parameters())
     sample = _batch(task)
-    stats = teachers.statistics(sample["net_input"])
     # independent path: fairseq's own loader, each member run separately, then stacked on dim -2
-    models, _ = checkpoint_utils.load_model_ensemble([str(p) for p in quick_teachers], task=task)
-    with torch.no_grad():
-        stacked = torch.stack([m.eval()(**sample["net_input"])[0] for m in models], dim=-2)  # B x T x M x K
-    expected = ensemble_statistics(stacked)
-    torch.testing.assert_close(stats.log_mean_probs, expected.log_mean_probs, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(stats.mkl(), expected.mkl(), rtol=1e-4, atol=1e-6)
-    assert stats.log_mean_probs.shape[:2] == sample["target"].shape
+    assert_statistics_match_stacked_members(teachers.statistics(sample["net_input"]), quick_teachers, task, sample)
 
 
 def test_half_precision_teachers_give_fp32_statistics(tiny_data, quick_teachers):

@@ -85,8 +85,9 @@ def test_train_step_from_the_cache_loads_no_teacher(tiny_data, cache):
     assert any(p.grad is not None for p in model.parameters())
 
 
-def test_end2_refuses_the_cache_before_training(tiny_data, cache):
-    cfg, task = _task(tiny_data, cache, criterion="dirichlet_nll_distillation")
+@pytest.mark.parametrize("criterion", ["dirichlet_nll_distillation", "forward_proxy_dirichlet_distillation"])
+def test_criteria_needing_every_member_refuse_the_cache_before_training(tiny_data, cache, criterion):
+    cfg, task = _task(tiny_data, cache, criterion=criterion)
     with pytest.raises(ValueError, match="needs every teacher's full distribution"):
         task.build_criterion(cfg.criterion)
 
