@@ -32,7 +32,7 @@ from types import SimpleNamespace
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _models(kind: str, vocab: int, members: int):
+def random_models(kind: str, vocab: int, members: int):
     """Randomly initialised fairseq models on a dictionary of ``vocab`` symbols."""
     import torch
     from fairseq import options
@@ -82,7 +82,7 @@ def worker(spec: dict) -> dict:
     from proxy_end2.generation.uncertainty_sequence_generator import UncertaintySequenceGenerator
 
     torch.set_num_threads(spec["threads"])
-    models, dictionary = _models(spec["kind"], spec["vocab"], spec["members"])
+    models, dictionary = random_models(spec["kind"], spec["vocab"], spec["members"])
     sample, finalized = _hypotheses(dictionary, spec["short"], spec["short_len"], spec["long"], spec["long_len"],
                                     spec["nbest"], spec["seed"])
     params = inspect.signature(UncertaintySequenceGenerator.__init__).parameters
