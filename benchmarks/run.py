@@ -11,7 +11,8 @@ Sections (each configuration in a fresh worker process; CUDA when present, else 
   (the same loss from the top-``--topk`` statistics a teacher cache stores; the rows are prepared outside the
   timed step, as the cache's collater reads them) and *naive* (the teachers' logits stacked into one
   ``[B, T, M, K]`` tensor, statistics and loss from the plain formulas of ``teacher_statistics.py``: the
-  baseline, benchmark only). Median seconds over ``--repeats`` after one warm-up, broken down into teachers +
+  baseline, benchmark only). Median seconds over ``--repeats`` after one warm-up (the methods interleaved, so
+  that a change of the machine's load affects them alike), broken down into teachers +
   statistics, student forward, loss forward, backward + optimizer: the profile. Peak memory: a second worker
   per configuration with glibc's mmap threshold fixed (one repetition), stats phase (teachers + statistics)
   and whole step, above the memory live before the step (``common.Meter``).
@@ -133,17 +134,21 @@ def step_worker(spec: dict) -> dict:
     teachers = TeacherEnsemble([m.to(device) for m in members], [f"random{i}" for i in range(len(members))])
     opt = torch.optim.Adam(student.parameters(), lr=1e-6)
     net_input, target = _batch(dictionary, spec["sentences"], spec["length"], device, spec["seed"])
-    meter, out, cached = Meter(device), {}, None
-    for method in spec["methods"]:
-        runs, peaks = [], []
-        for rep in range(spec["repeats"] + spec["warmup"]):
+    meter, cached = Meter(device), None
+    runs = {method: [] for method in spec["methods"]}
+    peaks = {method: [] for method in spec["methods"]}
+    for rep in range(spec["repeats"] + spec["warmup"]):  # methods interleaved: the load changes all alike
+        for method in spec["methods"]:
             times, stats_peak, peak, cached = _one_step(method, student, teachers, net_input, target, opt, meter,
                                                         spec["topk"], cached)
             if rep >= spec["warmup"]:
-                runs.append(times)
-                peaks.append((stats_peak, peak))
-        out[method] = {"median": {k: statistics.median(r[k] for r in runs) for k in runs[0]}, "runs": runs,
-                       "stats_peak_bytes": max(p[0] for p in peaks), "peak_bytes": max(p[1] for p in peaks)}
+                runs[method].append(times)
+                peaks[method].append((stats_peak, peak))
+    out = {}
+    for method, rows in runs.items():
+        out[method] = {"median": {k: statistics.median(r[k] for r in rows) for k in rows[0]}, "runs": rows,
+                       "stats_peak_bytes": max(p[0] for p in peaks[method]),
+                       "peak_bytes": max(p[1] for p in peaks[method])}
     return out
 
 
@@ -169,7 +174,7 @@ def generation_worker(spec: dict) -> dict:
         models = [m.to(device).eval() for m in models]
         generator = cls(models, dictionary, **opts)
         runs = []
-        for rep in range(spec["repeats"] + 1):
+        for rep in range(spec["repeats"] + 1):  # the first run is a warm-up
             start = time.perf_counter()
             with torch.no_grad():
                 generator.generate(models, sample)
@@ -433,7 +438,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rescoring-vocab", type=int, nargs="+", default=[8192, 40000])
     p.add_argument("--rescoring-short", type=int, default=1000)
     p.add_argument("--approx-tokens", type=int, default=256)
-    p.add_argument("--threads", type=int, default=max(1, min(os.cpu_count() or 1, 16)))
+    p.add_argument("--threads", type=int, default=max(1, min(os.cpu_count() or 1, 16)),
+                   help="torch threads of each worker (default: the CPU count, at most 16)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, default=3600, help="seconds per worker")
     p.add_argument("--out", default=str(REPO_ROOT / "benchmarks" / "RESULTS.md"))
