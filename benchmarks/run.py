@@ -128,8 +128,8 @@ def step_worker(spec: dict) -> dict:
 
     torch.set_num_threads(spec["threads"])
     device = torch.device(spec["device"])
-    (student,), dictionary = random_models("prior_network", spec["vocab"], 1)
-    members, _ = random_models("ensemble", spec["vocab"], spec["members"])
+    (student,), dictionary = random_models("prior_network", spec["vocab"], 1, spec.get("student_arch"))
+    members, _ = random_models("ensemble", spec["vocab"], spec["members"], spec.get("teacher_arch"))
     student.to(device).train()
     teachers = TeacherEnsemble([m.to(device) for m in members], [f"random{i}" for i in range(len(members))])
     opt = torch.optim.Adam(student.parameters(), lr=1e-6)
@@ -161,8 +161,8 @@ def generation_worker(spec: dict) -> dict:
 
     torch.set_num_threads(spec["threads"])
     device = torch.device(spec["device"])
-    (student,), dictionary = random_models("prior_network", spec["vocab"], 1)
-    members, _ = random_models("ensemble", spec["vocab"], spec["members"])
+    (student,), dictionary = random_models("prior_network", spec["vocab"], 1, spec.get("student_arch"))
+    members, _ = random_models("ensemble", spec["vocab"], spec["members"], spec.get("teacher_arch"))
     net_input, _ = _batch(dictionary, spec["sentences"], spec["length"], device, spec["seed"])
     sample = {"net_input": {k: v for k, v in net_input.items() if k != "prev_output_tokens"}}
     opts = dict(beam_size=spec["beam"], max_len_a=0, max_len_b=spec["gen_length"], min_len=spec["gen_length"])
@@ -189,17 +189,20 @@ def generation_worker(spec: dict) -> dict:
 def cache_build_worker(spec: dict) -> dict:
     import torch
 
-    from proxy_end2.teacher_cache.store import CacheShardWriter
+    from proxy_end2.teacher_cache.store import CacheShardWriter, TeacherCacheSplit, shard_dir
     from proxy_end2.teachers import TeacherEnsemble
     from proxy_end2.uncertainty import topk_statistics
     from rescoring_memory import random_models
 
     torch.set_num_threads(spec["threads"])
     device = torch.device(spec["device"])
-    members, dictionary = random_models("ensemble", spec["vocab"], spec["members"])
+    members, dictionary = random_models("ensemble", spec["vocab"], spec["members"], spec.get("teacher_arch"))
     teachers = TeacherEnsemble([m.to(device) for m in members], [f"random{i}" for i in range(len(members))])
+    sentences = spec["sentences"] * spec["batches"]
+    metadata = {"split": "bench", "shard": 0, "num_shards": 1, "split_sentences": sentences,
+                "num_members": len(teachers), "data": {}, "teachers": [], "settings": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        writer = CacheShardWriter(os.path.join(tmp, "shard"), len(dictionary), spec["topk"], {"split": "bench"})
+        writer = CacheShardWriter(shard_dir(tmp, "bench", 0, 1), len(dictionary), spec["topk"], metadata)
         warm, _ = _batch(dictionary, spec["sentences"], spec["length"], device, spec["seed"] - 1)
         topk_statistics(teachers.statistics(warm), spec["topk"])  # warm-up, not timed, not written
         start = time.perf_counter()
@@ -211,10 +214,29 @@ def cache_build_worker(spec: dict) -> dict:
             writer.append(list(ids), [spec["length"]] * spec["sentences"], rows)
         seconds = time.perf_counter() - start
         manifest = writer.close()
+        read = _read_back(TeacherCacheSplit(tmp, "bench"), spec, sentences)
     per_million = 1e6 / manifest["tokens"]
     return {"tokens": manifest["tokens"], "seconds": seconds, "bytes": manifest["bytes"],
             "seconds_per_million_tokens": seconds * per_million,
-            "mib_per_million_tokens": manifest["bytes"] * per_million / 2**20}
+            "mib_per_million_tokens": manifest["bytes"] * per_million / 2**20,
+            "read_seconds_per_batch": read, "read_seconds_per_million_tokens": read * 1e6 / (
+                spec["sentences"] * spec["length"])}
+
+
+def _read_back(cache, spec, sentences: int) -> float:
+    """Median seconds to gather one batch of random sentences from the cache (what the collater does)."""
+    import numpy as np
+    import torch
+
+    rng = np.random.default_rng(spec["seed"])
+    mask = torch.ones(spec["sentences"], spec["length"], dtype=torch.bool)
+    runs = []
+    for _ in range(max(3, spec["batches"])):
+        ids = rng.choice(sentences, size=spec["sentences"], replace=False)
+        start = time.perf_counter()
+        cache.statistics(ids, mask)
+        runs.append(time.perf_counter() - start)
+    return statistics.median(runs)
 
 
 WORKERS = {"step": step_worker, "generation": generation_worker, "cache_build": cache_build_worker}
@@ -246,7 +268,7 @@ def _step_rows(args, device) -> list:
         for members in args.members:
             spec = dict(device=device, vocab=vocab, members=members, sentences=args.sentences, length=args.length,
                         topk=args.topk, threads=args.threads, seed=args.seed, repeats=args.repeats, warmup=1,
-                        methods=list(METHODS))
+                        methods=list(METHODS), student_arch=args.student_arch, teacher_arch=args.teacher_arch)
             timing = run_worker("step", spec, args.timeout)
             memory = (run_worker("step", dict(spec, repeats=1, warmup=0), args.timeout, malloc=True)
                       if device == "cpu" else timing)
@@ -268,7 +290,8 @@ def _generation_rows(args, device) -> list:
     for members in args.members:
         spec = dict(device=device, vocab=args.gen_vocab, members=members, sentences=args.gen_sentences,
                     length=args.length, beam=args.beam, gen_length=args.gen_length, threads=args.threads,
-                    seed=args.seed, repeats=args.repeats)
+                    seed=args.seed, repeats=args.repeats, student_arch=args.student_arch,
+                    teacher_arch=args.teacher_arch)
         rows.append({"vocab": args.gen_vocab, "members": members, "result": run_worker("generation", spec, args.timeout)})
         print(f"generation M={members}: {rows[-1]['result']}", flush=True)
     return rows
@@ -278,7 +301,8 @@ def _cache_build_rows(args, device) -> list:
     rows = []
     for vocab in args.vocab:
         spec = dict(device=device, vocab=vocab, members=max(args.members), sentences=args.sentences,
-                    length=args.length, topk=args.topk, threads=args.threads, seed=args.seed, batches=args.cache_batches)
+                    length=args.length, topk=args.topk, threads=args.threads, seed=args.seed, batches=args.cache_batches,
+                    teacher_arch=args.teacher_arch)
         rows.append({"vocab": vocab, "members": spec["members"], "topk": args.topk,
                      "result": run_worker("cache_build", spec, args.timeout)})
         print(f"cache build K={vocab}: {rows[-1]['result']}", flush=True)
@@ -307,6 +331,10 @@ def _approximation_rows(args) -> list:
 # ------------------------------------------------------------------------------------------------------
 # RESULTS.md
 # ------------------------------------------------------------------------------------------------------
+def _load(r) -> str:
+    return f"{r['loadavg_start']:.1f}-{r['loadavg_end']:.1f}"
+
+
 def _mib(b) -> str:
     return "-" if b is None else f"{b / 2**20:.0f}"
 
@@ -329,7 +357,7 @@ def step_table(rows) -> list:
             out.append(f"| {row['vocab']} | {row['members']} | {method} | {m['total']:.3f} | {ratio:.2f} | {verdict} | "
                        f"{m['teachers_stats']:.3f} | {m['student_fwd']:.3f} | {m['loss_fwd']:.3f} | {m['bwd_opt']:.3f} | "
                        f"{_mib(peaks.get('stats_peak_bytes'))} | {_mib(peaks.get('peak_bytes'))} | "
-                       f"{t['loadavg_start']:.1f}-{t['loadavg_end']:.1f} |")
+                       f"{_load(t)} |")
     return out
 
 
@@ -347,21 +375,21 @@ def generation_table(rows) -> list:
         out.append(f"| {row['vocab']} | {row['members']} | {su:.2f} | {sp:.2f} | {eu:.2f} | "
                    f"{su / sp:.2f}: {'met' if su / sp >= 0.8 else 'missed'} | "
                    f"{su / eu:.2f}: {'met' if su / eu >= goal else 'missed'} (>= {goal:g}) | "
-                   f"{r['loadavg_start']:.1f}-{r['loadavg_end']:.1f} |")
+                   f"{_load(r)} |")
     return out
 
 
 def cache_build_table(rows) -> list:
-    out = ["| K | M | k | tokens | s per million target tokens | MiB per million target tokens | load avg |",
-           "|---:|---:|---:|---:|---:|---:|---|"]
+    out = ["| K | M | k | tokens | build s per million target tokens | MiB per million target tokens | "
+           "read s per batch (collater) | load avg |", "|---:|---:|---:|---:|---:|---:|---:|---|"]
     for row in rows:
         r = row["result"]
         if "error" in r:
-            out.append(f"| {row['vocab']} | {row['members']} | {row['topk']} | error: {r['error']} | | | |")
+            out.append(f"| {row['vocab']} | {row['members']} | {row['topk']} | error: {r['error']} | | | | |")
             continue
         out.append(f"| {row['vocab']} | {row['members']} | {row['topk']} | {r['tokens']} | "
                    f"{r['seconds_per_million_tokens']:.0f} | {r['mib_per_million_tokens']:.1f} | "
-                   f"{r['loadavg_start']:.1f}-{r['loadavg_end']:.1f} |")
+                   f"{r['read_seconds_per_batch']:.4f} | {_load(r)} |")
     return out
 
 
@@ -383,7 +411,7 @@ def write_results_md(path, args, env, data, device) -> None:
     lines = ["# Benchmark results", "",
              "Generated by `benchmarks/run.py` (what each row measures: `benchmarks/README.md`; the module "
              "docstring of `benchmarks/run.py`). Do not edit by hand.", "",
-             f"Command: `PYTHONPATH=. python {' '.join(portable(a) for a in sys.argv)}`", "",
+             f"Command: `PYTHONPATH=. python {' '.join(env['argv'])}`", "",
              f"Machine: {env.get('gpu') or env.get('cpu')} ({device}), {env['cpu_count']} CPUs, "
              f"{env.get('mem_total_gib')} GiB RAM; torch {env['torch']}, Python {env['python']}; torch threads "
              f"{args.threads}; git {env.get('git_head')}"
@@ -393,7 +421,7 @@ def write_results_md(path, args, env, data, device) -> None:
     if "step" in data:
         lines += ["## Training step: distillation vs plain cross-entropy", "",
                   f"Batch: {args.sentences} sentences x {args.length} target tokens; student "
-                  f"`prior_transformer_tiny`, M fp32 `transformer_tiny` teachers (random weights), top-k {args.topk} "
+                  f"`{args.student_arch}`, M fp32 `{args.teacher_arch}` teachers (random weights), top-k {args.topk} "
                   f"for the cache; median of {args.repeats} steps after 1 warm-up. Peaks: one extra step per "
                   "method in a worker with glibc's mmap threshold fixed (CPU) or `max_memory_allocated` (GPU).", ""]
         lines += step_table(data["step"]) + [""]
@@ -429,6 +457,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--sentences", type=int, default=16, help="sentences per training batch")
     p.add_argument("--length", type=int, default=24, help="source and target tokens per sentence")
     p.add_argument("--topk", type=int, default=32, help="k of the teacher cache")
+    p.add_argument("--student-arch", default="prior_transformer_tiny", help="the student's fairseq arch")
+    p.add_argument("--teacher-arch", default="transformer_tiny", help="the teachers' fairseq arch")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--gen-vocab", type=int, default=8000)
     p.add_argument("--gen-sentences", type=int, default=16)
@@ -443,8 +473,30 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, default=3600, help="seconds per worker")
     p.add_argument("--out", default=str(REPO_ROOT / "benchmarks" / "RESULTS.md"))
+    p.add_argument("--render", action="store_true",
+                   help="only write RESULTS.md again from the newest recorded JSON of each section (same --quick)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     return p
+
+
+def render(args, config: str) -> int:
+    """RESULTS.md from the newest ``results/run_<section>/*_<config>.json`` of each section."""
+    from pathlib import Path
+
+    data, env, settings = {}, None, None
+    for section in args.sections:
+        files = sorted((RESULTS_DIR / f"run_{section}").glob(f"*_{config}.json"))
+        if not files:
+            continue
+        payload = json.loads(files[-1].read_text())
+        data[section] = payload["rows"]
+        env, settings = env or payload["environment"], settings or payload["settings"]
+    if not data:
+        raise SystemExit(f"no recorded {config} results under {portable(str(RESULTS_DIR))}")
+    recorded = argparse.Namespace(**{**vars(_parser().parse_args([])), **settings})
+    device = "cuda" if env.get("gpu") else "cpu"
+    write_results_md(Path(args.out), recorded, env, data, device)
+    return 0
 
 
 QUICK = dict(members=[1, 3], vocab=[1000, 8000], repeats=3, gen_sentences=8, gen_length=12, cache_batches=4,
@@ -470,8 +522,10 @@ def main(argv=None) -> int:
     runners = {"step": lambda: _step_rows(args, device), "generation": lambda: _generation_rows(args, device),
                "cache_build": lambda: _cache_build_rows(args, device), "rescoring": lambda: _rescoring_rows(args),
                "approximation": lambda: _approximation_rows(args)}
-    data = {}
     config = "quick" if args.quick else "full"
+    if args.render:
+        return render(args, config)
+    data = {}
     for section in args.sections:
         data[section] = runners[section]()
         write_json(RESULTS_DIR / f"run_{section}" / f"{datetime.date.today()}_{device_label(device)}_{config}.json",
