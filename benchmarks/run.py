@@ -473,8 +473,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, default=3600, help="seconds per worker")
     p.add_argument("--out", default=str(REPO_ROOT / "benchmarks" / "RESULTS.md"))
+    p.add_argument("--tag", help="appended to the config part of the JSON file names (e.g. base for other archs)")
     p.add_argument("--render", action="store_true",
-                   help="only write RESULTS.md again from the newest recorded JSON of each section (same --quick)")
+                   help="only write RESULTS.md again from the newest recorded JSON of each section (same --quick/--tag)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     return p
 
@@ -522,7 +523,7 @@ def main(argv=None) -> int:
     runners = {"step": lambda: _step_rows(args, device), "generation": lambda: _generation_rows(args, device),
                "cache_build": lambda: _cache_build_rows(args, device), "rescoring": lambda: _rescoring_rows(args),
                "approximation": lambda: _approximation_rows(args)}
-    config = "quick" if args.quick else "full"
+    config = ("quick" if args.quick else "full") + (f"_{args.tag}" if args.tag else "")
     if args.render:
         return render(args, config)
     data = {}
