@@ -44,6 +44,10 @@ class MainJobConfig:
     student_init: str = option(
         "teacher1", "students start from the first teacher's weights (fine-tuned into Prior Networks: a few "
         "epochs suffice) or from scratch (then raise --student-epochs a lot)", ("teacher1", "none"))
+    teacher_cache: bool = option(False, "the proxy and KL students train from an offline teacher cache built once "
+                                        "after the teachers (proxy-end2-teacher-cache), not with the teachers online; "
+                                        "their names end in -cache, so they share an --out with the online ones")
+    cache_topk: int = option(32, "with --teacher-cache: classes of the ensemble mean kept per target token")
     jobs: int = option(3, "commands run at once: the teachers, the students, the generations")
     threads: int = option(0, "torch threads per command (0: CPU cores // jobs, at least 1)")
     criteria: List[str] = option(list(CRITERIA), "the students' distillation criteria", CRITERIA)
