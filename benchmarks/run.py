@@ -186,6 +186,40 @@ def generation_worker(spec: dict) -> dict:
     return out
 
 
+def generation_profile_worker(spec: dict) -> dict:
+    """Where the time of the student's generation with uncertainty goes: beam search and the re-scoring pass
+    timed apart, and torch.profiler's operators of the re-scoring pass by self CPU time."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from proxy_end2.generation.uncertainty_sequence_generator import UncertaintySequenceGenerator
+    from rescoring_memory import random_models
+
+    torch.set_num_threads(spec["threads"])
+    device = torch.device(spec["device"])
+    (student,), dictionary = random_models("prior_network", spec["vocab"], 1, spec.get("student_arch"))
+    student = student.to(device).eval()
+    net_input, _ = _batch(dictionary, spec["sentences"], spec["length"], device, spec["seed"])
+    sample = {"net_input": {k: v for k, v in net_input.items() if k != "prev_output_tokens"}}
+    generator = UncertaintySequenceGenerator([student], dictionary, beam_size=spec["beam"], max_len_a=0,
+                                             max_len_b=spec["gen_length"], min_len=spec["gen_length"])
+    with torch.no_grad():
+        generator.generate([student], sample)  # warm-up
+        start = time.perf_counter()
+        finalized = generator._generate(sample)
+        beam = time.perf_counter() - start
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+        with profile(activities=activities) as prof:
+            start = time.perf_counter()
+            generator.attach_uncertainty(sample, finalized)
+            rescoring = time.perf_counter() - start
+    ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:8]
+    total = sum(e.self_cpu_time_total for e in prof.key_averages()) or 1.0
+    return {"beam_seconds": beam, "rescoring_seconds": rescoring,
+            "top_ops": [{"name": e.key, "self_cpu_share": e.self_cpu_time_total / total, "calls": e.count}
+                        for e in ops]}
+
+
 def cache_build_worker(spec: dict) -> dict:
     import torch
 
@@ -239,7 +273,8 @@ def _read_back(cache, spec, sentences: int) -> float:
     return statistics.median(runs)
 
 
-WORKERS = {"step": step_worker, "generation": generation_worker, "cache_build": cache_build_worker}
+WORKERS = {"step": step_worker, "generation": generation_worker, "generation_profile": generation_profile_worker,
+           "cache_build": cache_build_worker}
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -294,6 +329,9 @@ def _generation_rows(args, device) -> list:
                     teacher_arch=args.teacher_arch)
         rows.append({"vocab": args.gen_vocab, "members": members, "result": run_worker("generation", spec, args.timeout)})
         print(f"generation M={members}: {rows[-1]['result']}", flush=True)
+    spec = dict(spec, members=1)
+    rows.append({"vocab": args.gen_vocab, "profile": run_worker("generation_profile", spec, args.timeout)})
+    print(f"generation profile: {rows[-1]['profile']}", flush=True)
     return rows
 
 
@@ -366,6 +404,8 @@ def generation_table(rows) -> list:
            "student unc. / plain (goal >= 0.8) | student unc. / ensemble unc. (goal >= 0.8 M) | load avg |",
            "|---:|---:|---:|---:|---:|---|---|---|"]
     for row in rows:
+        if "profile" in row:
+            continue
         r = row["result"]
         if "error" in r:
             out.append(f"| {row['vocab']} | {row['members']} | error: {r['error']} |" + " |" * 5)
@@ -376,6 +416,20 @@ def generation_table(rows) -> list:
                    f"{su / sp:.2f}: {'met' if su / sp >= 0.8 else 'missed'} | "
                    f"{su / eu:.2f}: {'met' if su / eu >= goal else 'missed'} (>= {goal:g}) | "
                    f"{_load(r)} |")
+    return out
+
+
+def generation_profile_lines(rows) -> list:
+    """The profile of the student's generation with uncertainty (beam search vs re-scoring, top operators)."""
+    out = []
+    for row in rows:
+        p = row.get("profile")
+        if not p or "error" in p:
+            continue
+        out += [f"Profile of the student with uncertainty (one run): beam search {p['beam_seconds']:.3f} s, "
+                f"re-scoring pass {p['rescoring_seconds']:.3f} s; operators of the re-scoring pass by self CPU time:",
+                "", "| operator | share of self CPU time | calls |", "|---|---:|---:|"]
+        out += [f"| `{op['name']}` | {100 * op['self_cpu_share']:.1f} % | {op['calls']} |" for op in p["top_ops"]]
     return out
 
 
@@ -429,7 +483,7 @@ def write_results_md(path, args, env, data, device) -> None:
         lines += ["## Generation throughput", "",
                   f"{args.gen_sentences} sentences, beam {args.beam}, {args.gen_length} output tokens each, "
                   f"K = {args.gen_vocab}; median of {args.repeats} runs after 1 warm-up.", ""]
-        lines += generation_table(data["generation"]) + [""]
+        lines += generation_table(data["generation"]) + [""] + generation_profile_lines(data["generation"]) + [""]
     if "cache_build" in data:
         lines += ["## Teacher cache build", "", "The per-batch work of `proxy-end2-teacher-cache` (teachers, "
                   "statistics, top-k, shard files) on random batches; data loading not included.", ""]
