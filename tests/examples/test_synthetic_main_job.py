@@ -132,3 +132,20 @@ def test_teacher_cache_is_built_once_for_the_criteria_that_support_it(tmp_path):
         assert by_name[step_name].after == ((cache_step.name,) if "-cache" in name else ("teacher1", "teacher2"))
     assert not any(s.name.startswith("teacher_cache") for s in student_steps(
         parse_config([]), tmp_path / "data-bin", tmp_path, teachers, ["teacher1"])[0])
+
+
+def test_seed_comparison_groups_students_by_name_and_seed(tmp_path):
+    import json
+
+    from compare_seeds import rows
+
+    for name, bleu in (("proxy", 70.0), ("proxy-seed8", 71.0), ("proxy-seed9", 72.0), ("proxy-cache", 60.0),
+                       ("proxy-cache-seed8", 62.0)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "report.json").write_text(json.dumps(_report(bleu, 90.0, 80.0, 40.0)))
+    table = rows(tmp_path, ["proxy", "proxy-cache"])
+    assert "| proxy | 3 | BLEU ID | 71.00 | 1.00 | 70.0, 71.0, 72.0 |" in table
+    assert "| proxy-cache | 2 | BLEU ID | 61.00 | 1.41 | 60.0, 62.0 |" in table
+    assert "| proxy | 3 | ROC-AUC perm: MI | 91.00 | 0.00 | 91.0, 91.0, 91.0 |" in table
+    with pytest.raises(SystemExit, match="no report of kl"):
+        rows(tmp_path, ["kl"])
