@@ -31,7 +31,10 @@ setup(
         "sacremoses",  # Moses punctuation normalisation in examples/wmt17_en_de
     ],
     extras_require={"test": ["pytest>=7", "pytest-timeout"]},
-    entry_points={"console_scripts": ["proxy-end2-evaluate = proxy_end2.evaluation.cli:main"]},
+    entry_points={"console_scripts": [
+        "proxy-end2-evaluate = proxy_end2.evaluation.cli:main",
+        "proxy-end2-teacher-cache = proxy_end2.teacher_cache.build:main",
+    ]},
     classifiers=[
         "Programming Language :: Python :: 3.11",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",

@@ -32,8 +32,9 @@ from types import SimpleNamespace
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _models(kind: str, vocab: int, members: int):
-    """Randomly initialised fairseq models on a dictionary of ``vocab`` symbols."""
+def random_models(kind: str, vocab: int, members: int, arch: str | None = None):
+    """Randomly initialised fairseq models on a dictionary of ``vocab`` symbols (``arch``: default
+    ``prior_transformer_tiny`` for a Prior Network, ``transformer_tiny`` for ensemble members)."""
     import torch
     from fairseq import options
     from fairseq.data import Dictionary
@@ -45,7 +46,7 @@ def _models(kind: str, vocab: int, members: int):
     for i in range(vocab - len(dictionary)):
         dictionary.add_symbol(f"w{i}")
     task = SimpleNamespace(source_dictionary=dictionary, target_dictionary=dictionary)
-    arch = "prior_transformer_tiny" if kind == "prior_network" else "transformer_tiny"
+    arch = arch or ("prior_transformer_tiny" if kind == "prior_network" else "transformer_tiny")
     args = options.parse_args_and_arch(options.get_training_parser(), [
         "data", "--task", "translation", "--arch", arch, "--user-dir", os.path.join(ROOT, "proxy_end2")])
     count = 1 if kind == "prior_network" else members
@@ -82,7 +83,7 @@ def worker(spec: dict) -> dict:
     from proxy_end2.generation.uncertainty_sequence_generator import UncertaintySequenceGenerator
 
     torch.set_num_threads(spec["threads"])
-    models, dictionary = _models(spec["kind"], spec["vocab"], spec["members"])
+    models, dictionary = random_models(spec["kind"], spec["vocab"], spec["members"])
     sample, finalized = _hypotheses(dictionary, spec["short"], spec["short_len"], spec["long"], spec["long_len"],
                                     spec["nbest"], spec["seed"])
     params = inspect.signature(UncertaintySequenceGenerator.__init__).parameters

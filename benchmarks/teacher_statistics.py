@@ -62,11 +62,8 @@ Usage (the commands behind the recorded results are in benchmarks/README.md)::
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
-import platform
-import re
 import resource
 import statistics
 import subprocess
@@ -75,7 +72,8 @@ import time
 import traceback
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from common import REPO_ROOT, Meter as _Meter, environment, loadavg as _loadavg, portable as _portable
+
 DTYPES = ("fp32", "fp16", "bf16")
 METHODS = ("naive", "streamed")
 EPS = 2.0**-23  # torch.finfo(torch.float32).eps, the constant of the method's original implementation
@@ -186,58 +184,6 @@ def naive_rkl_loss(z, mean_probs, precision, model_offset: float = MODEL_OFFSET,
 # ------------------------------------------------------------------------------------------------------
 # Worker side (one method, one configuration, fresh process)
 # ------------------------------------------------------------------------------------------------------
-class _Meter:
-    """Peak memory of a phase (see the module docstring) and wall time of timed sections."""
-
-    def __init__(self, device):
-        import torch
-
-        self.torch = torch
-        self.cuda = device.type == "cuda"
-        self.base = 0
-
-    def sync(self):
-        if self.cuda:
-            self.torch.cuda.synchronize()
-
-    @staticmethod
-    def _proc_kb(field: str) -> int:
-        with open("/proc/self/status") as f:
-            return int(re.search(field + r":\s+(\d+)", f.read()).group(1))
-
-    def start_repeat(self):
-        import gc
-
-        gc.collect()
-        self.sync()
-        if self.cuda:
-            self.torch.cuda.empty_cache()
-            self.base = self.torch.cuda.memory_allocated()
-        else:
-            self.base = self._proc_kb("VmRSS") * 1024
-
-    def start_phase(self):
-        self.sync()
-        if self.cuda:
-            self.torch.cuda.reset_peak_memory_stats()
-        else:
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")  # resets VmHWM to the current VmRSS
-
-    def phase_peak(self) -> int:
-        self.sync()
-        if self.cuda:
-            return self.torch.cuda.max_memory_allocated() - self.base
-        return self._proc_kb("VmHWM") * 1024 - self.base
-
-    def timed(self, fn):
-        self.sync()
-        t0 = time.perf_counter()
-        out = fn()
-        self.sync()
-        return out, time.perf_counter() - t0
-
-
 def _stats_phase(method: str, n: int, k: int, m: int, dtype, device, seed: int, meter: _Meter, rec: dict,
                  held: dict) -> None:
     """Student's logits, teachers' logits and statistics; what stays alive goes into ``held``."""
@@ -372,14 +318,6 @@ def worker_main(spec: dict) -> dict:
             "loadavg_end": _loadavg()}
 
 
-def _loadavg():
-    """1-minute load average of the machine (other processes competing for the cores), or None."""
-    try:
-        return os.getloadavg()[0]
-    except OSError:
-        return None
-
-
 # ------------------------------------------------------------------------------------------------------
 # --loss-diff-check: where the naive/streamed loss difference comes from
 # ------------------------------------------------------------------------------------------------------
@@ -499,53 +437,6 @@ def _comparison(a: dict, b: dict) -> dict:
         "rel_diff_grad_norm": _rel(a["grad_norm"], b["grad_norm"]),
         "rel_diff_grad_dot": _rel(a["grad_dot_probe"], b["grad_dot_probe"]),
     }
-
-
-def _portable(arg: str) -> str:
-    """A path inside the repository relative to it; any other absolute path reduced to its file name (no
-    machine paths in the recorded data)."""
-    if not os.path.isabs(arg):
-        return arg
-    path = Path(arg).resolve()
-    try:
-        return str(path.relative_to(REPO_ROOT))
-    except ValueError:
-        return path.name
-
-
-def _git(*args: str) -> str:
-    try:
-        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True).stdout
-    except OSError:
-        return ""
-
-
-def _environment(device: str) -> dict:
-    import torch
-
-    env = {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
-           "cpu_count": os.cpu_count(), "argv": [_portable(a) for a in sys.argv]}
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = re.findall(r"model name\s*:\s*(.*)", f.read())
-        env["cpu"] = names[0] if names else platform.processor()
-        with open("/proc/meminfo") as f:
-            env["mem_total_gib"] = round(int(re.search(r"MemTotal:\s+(\d+)", f.read()).group(1)) / 2**20, 1)
-    except OSError:
-        pass
-    if device == "cuda" and torch.cuda.is_available():
-        props = torch.cuda.get_device_properties(0)
-        env.update(gpu=props.name, gpu_mem_gib=round(props.total_memory / 2**30, 1), cuda=torch.version.cuda)
-    head = _git("rev-parse", "HEAD").strip()
-    env["git_head"] = head if re.fullmatch(r"[0-9a-f]{40}", head) else None
-    if env["git_head"]:
-        env["git_dirty_package_files"] = _git("status", "--porcelain", "--", "proxy_end2").split("\n")[:-1]
-    # fingerprint the code that is measured (a dirty tree or a copy without git still identifies it)
-    env["package_sha256"] = {
-        str(path.relative_to(REPO_ROOT)): hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-        for folder in FINGERPRINTED for path in sorted((REPO_ROOT / folder).glob("*.py"))
-    }
-    return env
 
 
 def _fmt_mem(b):
@@ -683,7 +574,7 @@ def main(argv=None) -> int:
         sys.path.insert(0, str(REPO_ROOT))
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but torch.cuda.is_available() is False")
-    env = _environment(args.device)
+    env = environment(args.device, FINGERPRINTED)
     if args.loss_diff_check:
         check = loss_diff_check(min(args.tokens[0], 256), args.vocab[0], args.members[0], args.device)
         print_loss_diff(check)

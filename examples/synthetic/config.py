@@ -34,6 +34,8 @@ class MainJobConfig:
     warmup_updates: int = option(100, "inverse_sqrt warm-up updates")
     lr: float = option(0.007, "teachers' peak learning rate")
     student_lr: float = option(0.0015, "students' peak learning rate (they start from a teacher)")
+    student_seed: int = option(7, "fairseq --seed of the students (dropout, batch order); a seed other than 7 "
+                                  "names their folders <criterion>-seed<N>, so that several seeds share one --out")
     beam: int = option(5, "beam size of every generation")
     nbest: int = option(5, "hypotheses per sentence printed and scored with uncertainty")
     student_targets: str = option(
@@ -42,6 +44,10 @@ class MainJobConfig:
     student_init: str = option(
         "teacher1", "students start from the first teacher's weights (fine-tuned into Prior Networks: a few "
         "epochs suffice) or from scratch (then raise --student-epochs a lot)", ("teacher1", "none"))
+    teacher_cache: bool = option(False, "the proxy and KL students train from an offline teacher cache built once "
+                                        "after the teachers (proxy-end2-teacher-cache), not with the teachers online; "
+                                        "their names end in -cache, so they share an --out with the online ones")
+    cache_topk: int = option(32, "with --teacher-cache: classes of the ensemble mean kept per target token")
     jobs: int = option(3, "commands run at once: the teachers, the students, the generations")
     threads: int = option(0, "torch threads per command (0: CPU cores // jobs, at least 1)")
     criteria: List[str] = option(list(CRITERIA), "the students' distillation criteria", CRITERIA)

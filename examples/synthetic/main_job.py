@@ -190,17 +190,64 @@ def teacher_steps(cfg: MainJobConfig, data_bin: Path, out: Path) -> Tuple[List[S
     return steps, paths
 
 
+#: the criteria that can train from an offline teacher cache (the others always run the teachers online)
+CACHE_CRITERIA = ("proxy_dirichlet_distillation", "ensemble_kl_distillation")
+
+
+def uses_cache(cfg: MainJobConfig, criterion: str) -> bool:
+    return cfg.teacher_cache and criterion in CACHE_CRITERIA
+
+
+def student_name(cfg: MainJobConfig, criterion: str) -> str:
+    """The name of a student (its folder, steps and report): the criterion, ``-cache`` when it trains from the
+    teacher cache, and the seed when not the default."""
+    return (criterion + ("-cache" if uses_cache(cfg, criterion) else "")
+            + (f"-seed{cfg.student_seed}" if cfg.student_seed != 7 else ""))
+
+
+def teacher_cache_step(cfg: MainJobConfig, data_bin: Path, out: Path, teachers: Sequence[Path],
+                       after: Sequence[str]) -> Tuple[Step, Path]:
+    """proxy-end2-teacher-cache over the students' train and valid splits (the teachers run once)."""
+    cache = out / "teacher_cache" / f"{data_bin.name}-top{cfg.cache_topk}"
+    return Step(f"teacher_cache_{data_bin.name}_top{cfg.cache_topk}", [
+        sys.executable, "-m", "proxy_end2.teacher_cache", data_bin, "-s", SRC, "-t", TGT,
+        "--teacher-paths", ":".join(map(str, teachers)), "--gen-subset", "train,valid", "--topk", cfg.cache_topk,
+        "--cache-dir", cache, "--max-tokens", 4096, "--num-workers", "0", "--no-progress-bar", *cpu_flag(cfg)],
+        tuple(after)), cache
+
+
 def student_step(cfg: MainJobConfig, data_bin: Path, out: Path, teachers: Sequence[Path], criterion: str,
-                 after: Sequence[str], init: Optional[Path] = None) -> Tuple[Step, Path]:
+                 after: Sequence[str], init: Optional[Path] = None, cache: Optional[Path] = None) -> Tuple[Step, Path]:
     """fairseq-train --user-dir proxy_end2 of a ``prior_transformer`` student with ``criterion``, optionally
-    initialised from the checkpoint ``init``."""
-    save_dir = out / "students" / criterion
-    step = Step(f"student_{criterion}", fairseq_cli("train") + train_args(
-        cfg, data_bin, save_dir, 7, cfg.student_epochs, cfg.student_lr) + [
+    initialised from the checkpoint ``init`` and trained from the teacher cache ``cache`` (the teachers' paths
+    are still given: the task checks the cache against them without loading them)."""
+    name = student_name(cfg, criterion)
+    save_dir = out / "students" / name
+    step = Step(f"student_{name}", fairseq_cli("train") + train_args(
+        cfg, data_bin, save_dir, cfg.student_seed, cfg.student_epochs, cfg.student_lr) + [
         "--user-dir", USER_DIR, "--task", "translation_distillation",
         "--teacher-paths", ":".join(map(str, teachers)), *(["--student-init", init] if init else []),
-        "--arch", cfg.student_arch, "--criterion", criterion, *CRITERION_FLAGS[criterion]], tuple(after))
+        *(["--teacher-cache", cache] if cache else []), "--arch", cfg.student_arch, "--criterion", criterion, *CRITERION_FLAGS[criterion]], tuple(after))
     return step, save_dir / "checkpoint_best.pt"
+
+
+def student_steps(cfg: MainJobConfig, data_bin: Path, out: Path, teachers: Sequence[Path],
+                  after: Sequence[str]) -> Tuple[List[Step], Dict[str, Tuple[str, Path]]]:
+    """The teacher cache (when a student uses it) and one student per criterion; returns the steps and, per
+    student name, its step's name and checkpoint."""
+    init = teachers[0] if cfg.student_init == "teacher1" else None
+    steps, students, cache, cache_after = [], {}, None, after
+    if any(uses_cache(cfg, criterion) for criterion in cfg.criteria):
+        cache_step, cache = teacher_cache_step(cfg, data_bin, out, teachers, after)
+        steps.append(cache_step)
+        cache_after = [cache_step.name]
+    for criterion in cfg.criteria:
+        cached = uses_cache(cfg, criterion)
+        step, path = student_step(cfg, data_bin, out, teachers, criterion, cache_after if cached else after, init,
+                                  cache if cached else None)
+        steps.append(step)
+        students[student_name(cfg, criterion)] = (step.name, path)
+    return steps, students
 
 
 def generate_steps(cfg: MainJobConfig, data_bin: Path, out: Path, paths: Sequence[Path], model: str,
@@ -234,6 +281,12 @@ def evaluate_step(model: str, files: Dict[str, Path], out: Path, after: Sequence
                                       *ood, "--out", out / "reports" / model, "--quiet"], tuple(after))
 
 
+def short_name(model: str) -> str:
+    """The summary's name of a model: ``Proxy-EnD^2``, ``Proxy-EnD^2 (seed8)``, ..."""
+    base, _, variant = model.partition("-")
+    return SHORT_NAMES.get(base, base) + (f" ({variant})" if variant else "")
+
+
 def _fmt(value) -> str:
     return "-" if value is None else f"{value:.1f}"
 
@@ -256,7 +309,7 @@ def summarise(reports: Dict[str, dict]) -> str:
             return value["roc_auc"]
 
         lines.append("| " + " | ".join([
-            SHORT_NAMES.get(model, model),
+            short_name(model),
             _fmt(sets["id"]["quality"]["bleu"]), _fmt(sets["rare_words"]["quality"]["bleu"]),
             _fmt(auc("rare_words", "mutual_information")), _fmt(auc("permuted", "mutual_information")),
             _fmt(auc("rare_words", "entropy_of_expected")), _fmt(auc("permuted", "entropy_of_expected")),
@@ -294,12 +347,11 @@ def run(cfg: MainJobConfig) -> Dict[str, dict]:
         distill_steps, student_data = distillation_data_steps(cfg, data_bin, runner, teachers, teacher_names)
         steps += distill_steps
         student_after = [distill_steps[-1].name]
-    student_init = teachers[0] if cfg.student_init == "teacher1" else None
-    for criterion in cfg.criteria:
-        step, path = student_step(cfg, student_data, out, teachers, criterion, student_after, student_init)
-        steps.append(step)
-        models[criterion] = [path]
-        trained_after[criterion] = [step.name]
+    student_plan, student_models = student_steps(cfg, student_data, out, teachers, student_after)
+    steps += student_plan
+    for name, (step_name, checkpoint) in student_models.items():
+        models[name] = [checkpoint]
+        trained_after[name] = [step_name]
     for model, paths in models.items():
         model_steps, files = generate_steps(cfg, data_bin, out, paths, model, trained_after[model])
         steps += model_steps + [evaluate_step(model, files, out, [s.name for s in model_steps])]

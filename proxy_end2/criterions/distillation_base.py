@@ -62,6 +62,8 @@ class DistillationCriterion(FairseqCriterion):
 
     #: the task must run the teacher ensemble and attach its statistics to the sample
     requires_teachers = True
+    #: the criterion also works from an offline teacher cache (top-k statistics, ``--teacher-cache``)
+    supports_teacher_cache = False
 
     def __init__(self, task, sentence_avg: bool):
         super().__init__(task)
@@ -86,9 +88,9 @@ class DistillationCriterion(FairseqCriterion):
         net_output = model(**sample["net_input"])
         logits = net_output[0]  # B x T x K
         target = model.get_targets(sample, net_output)  # B x T
-        if stats.log_mean_probs.shape != logits.shape:
+        if (*stats.leading_shape, stats.num_classes) != tuple(logits.shape):
             raise ValueError(
-                f"teacher statistics have shape {tuple(stats.log_mean_probs.shape)} but the student's logits "
+                f"teacher statistics have shape {(*stats.leading_shape, stats.num_classes)} but the student's logits "
                 f"have shape {tuple(logits.shape)}: teachers and student must share the target dictionary"
             )
         mask = target.ne(self.padding_idx)  # B x T

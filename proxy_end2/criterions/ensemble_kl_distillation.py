@@ -13,5 +13,7 @@ from .distillation_base import DistillationCriterion, DistillationCriterionConfi
 class EnsembleKLDistillationCriterion(DistillationCriterion):
     """Per token: ``sum_k pbar_k (ln pbar_k - ln softmax(z)_k)`` (nats)."""
 
+    supports_teacher_cache = True  # the top-k mean with its tail spread evenly (proxy_end2.uncertainty.topk)
+
     def token_losses(self, model, logits, stats):
         return ensemble_kl_loss_from_stats(logits, stats)

@@ -27,6 +27,9 @@ class ForwardProxyDirichletDistillationConfig(ProxyDirichletDistillationConfig):
 class ForwardProxyDirichletDistillationCriterion(ProxyDirichletDistillationCriterion):
     """Forward KL from the ensemble's Proxy-Dirichlet to the student's Dirichlet, per token (nats)."""
 
+    #: the forward loss reads the ensemble's full mean (not its top-k): trained with the teachers online only
+    supports_teacher_cache = False
+
     def token_losses(self, model, logits, stats):
         return forward_proxy_dirichlet_loss_from_stats(
             logits,

@@ -41,6 +41,8 @@ class ProxyDirichletDistillationConfig(DistillationCriterionConfig):
 class ProxyDirichletDistillationCriterion(DistillationCriterion):
     """Reverse KL from the student's Dirichlet to the ensemble's Proxy-Dirichlet, per token (nats)."""
 
+    supports_teacher_cache = True  # the top-k mean with its tail spread evenly (proxy_end2.uncertainty.topk)
+
     def __init__(self, task, sentence_avg, target_concentration="mkl", target_offset=1.0):
         super().__init__(task, sentence_avg)
         if target_offset < 0:

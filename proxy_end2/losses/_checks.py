@@ -6,6 +6,7 @@ import math
 from torch import Tensor
 
 from ..uncertainty.ensemble import EnsembleStatistics
+from ..uncertainty.topk import TopKStatistics
 
 
 def check_student(student_logits: Tensor) -> None:
@@ -15,7 +16,7 @@ def check_student(student_logits: Tensor) -> None:
         raise ValueError("student logits must have a class dimension [..., K], got a 0-dim tensor")
 
 
-def check_student_stats(student_logits: Tensor, stats: EnsembleStatistics) -> None:
+def check_student_stats(student_logits: Tensor, stats: EnsembleStatistics | TopKStatistics) -> None:
     check_student(student_logits)
     if student_logits.shape[-1] != stats.num_classes:
         raise ValueError(

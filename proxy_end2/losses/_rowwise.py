@@ -76,7 +76,9 @@ class RowwiseLoss(torch.autograd.Function):
     computed in the same pass.
 
     ``chunk_fn(z, target, extra, clamp, index, grad_out, *scalars) -> [n]`` works on a chunk of rows (``z``,
-    ``target``: ``[n, K]``; ``extra``: ``[n]`` or None; ``clamp``: whether some logit of the batch is
+    ``target``: ``[n, K]``, sliced from the ``target`` tensor ``[..., K]`` or, when ``target`` is a callable
+    ``rows -> [n, K]`` over the flattened leading shape, built by it chunk by chunk (a top-k teacher cache
+    densified on the fly); ``extra``: ``[n]`` or None; ``clamp``: whether some logit of the batch is
     outside the concentration bounds; ``index``: the chunk's elements that take the asymptotic series, see
     :func:`asymptotic_indices`; the first scalar is the model offset) and, if ``grad_out`` (``[n, K]``) is
     given, writes ``dC/dz`` into it. The chunks need no host synchronisation.
@@ -94,12 +96,13 @@ class RowwiseLoss(torch.autograd.Function):
         chunk_fn: Callable[..., Tensor],
         need_grad: bool,
         logits: Tensor,
-        target: Tensor,
+        target: Tensor | Callable[[slice], Tensor],
         row_extra: Tensor | None,
         *scalars: float,
     ) -> Tensor:
         k = logits.shape[-1]
-        z, tgt = logits.reshape(-1, k), target.reshape(-1, k)  # [N, K]
+        z = logits.reshape(-1, k)  # [N, K]
+        target_rows = target.reshape(-1, k).__getitem__ if torch.is_tensor(target) else target  # rows -> [n, K]
         extra = None if row_extra is None else row_extra.reshape(-1)  # [N]
         n = z.shape[0]
         value = torch.empty(n, dtype=torch.float64, device=logits.device)  # [N]
@@ -110,7 +113,7 @@ class RowwiseLoss(torch.autograd.Function):
         indices = asymptotic_indices(z, scalars[0], chunks) if chunks else []
         for rows, index in zip(chunks, indices):
             value[rows] = chunk_fn(
-                z[rows], tgt[rows], None if extra is None else extra[rows], clamp, index,
+                z[rows], target_rows(rows), None if extra is None else extra[rows], clamp, index,
                 None if grad is None else grad[rows], *scalars,
             )
         ctx.logits_dtype, ctx.logits_shape, ctx.num_scalars = logits.dtype, logits.shape, len(scalars)
@@ -137,6 +140,7 @@ class RowwiseLoss(torch.autograd.Function):
         return (None, None, out.reshape(ctx.logits_shape)) + no_grads[3:]
 
 
-def apply_rowwise(chunk_fn, logits: Tensor, target: Tensor, row_extra: Tensor | None, *scalars: float) -> Tensor:
+def apply_rowwise(chunk_fn, logits: Tensor, target, row_extra: Tensor | None, *scalars: float) -> Tensor:
+    """:class:`RowwiseLoss` of ``chunk_fn``; ``target`` is a tensor ``[..., K]`` or a callable ``rows -> [n, K]``."""
     need_grad = torch.is_grad_enabled() and logits.requires_grad
     return RowwiseLoss.apply(chunk_fn, need_grad, logits, target, row_extra, *scalars)

@@ -11,6 +11,7 @@ from torch import Tensor
 from ..uncertainty._numerics import LN_2PI, asymptotic_series, digamma_minus_log, lgamma_stirling_remainder
 from ..uncertainty.dirichlet import concentration_bounds
 from ..uncertainty.ensemble import EnsembleStatistics, ensemble_statistics
+from ..uncertainty.topk import TopKStatistics
 from ._checks import check_model_offset, check_student_stats, check_student_teacher
 from ._rowwise import apply_rowwise, exp_clamped
 
@@ -130,8 +131,13 @@ def dirichlet_nll_loss_from_stats(
         the paper replaces this loss).
 
     Raises:
-        ValueError: on shape/class mismatches or a negative ``model_offset``.
+        ValueError: on shape/class mismatches or a negative ``model_offset``, and for top-k statistics (a
+            teacher cache), which do not hold the members' log-probabilities of every class.
     """
+    if isinstance(stats, TopKStatistics):
+        raise ValueError("EnD^2 (the Dirichlet NLL of the members' distributions) needs mean_m ln p_mk for every "
+                         "class k, which top-k statistics (a teacher cache) do not keep: compute it from the full "
+                         "ensemble statistics")
     check_student_stats(student_logits, stats)
     check_model_offset(model_offset)
     return apply_rowwise(_nll_chunk, student_logits, stats.mean_log_probs, None, float(model_offset))

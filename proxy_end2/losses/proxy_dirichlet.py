@@ -63,6 +63,7 @@ from ..uncertainty._numerics import (
 from ..uncertainty.dirichlet import concentration_bounds
 from ..uncertainty.ensemble import EnsembleStatistics, ensemble_statistics
 from ..uncertainty.proxy import proxy_target_precision
+from ..uncertainty.topk import TopKStatistics
 from ._checks import check_model_offset, check_student_stats, check_student_target, check_student_teacher
 from ._rowwise import apply_rowwise, exp_clamped
 
@@ -159,7 +160,7 @@ def _proxy_chunk(
 
 def proxy_dirichlet_loss_from_stats(
     student_logits: Tensor,
-    stats: EnsembleStatistics,
+    stats: EnsembleStatistics | TopKStatistics,
     model_offset: float = 1.0,
     target_offset: float = 1.0,
     precision: str = "mkl",
@@ -181,7 +182,10 @@ def proxy_dirichlet_loss_from_stats(
 
     Args:
         student_logits: ``[..., K]`` student logits ``z`` (float64/32, fp16 or bf16).
-        stats: teacher statistics with leading shape ``[...]`` (:math:`\bar p`, MKL/EPKL).
+        stats: teacher statistics with leading shape ``[...]`` (:math:`\bar p`, MKL/EPKL), or their top-k
+            compression (a teacher cache), whose mean is read as :math:`\tilde p`, the top-k classes plus the
+            tail mass spread evenly over the other classes (:mod:`proxy_end2.uncertainty.topk`), densified
+            one row chunk at a time; the precision :math:`B` is exact either way (the cache keeps MKL/EPKL).
         model_offset: ``c >= 0`` (recipes: 1).
         target_offset: ``t >= 0`` (recipes: 1), see :func:`~proxy_end2.uncertainty.proxy_target_precision`.
         precision: ``"mkl"`` or ``"epkl"`` estimate of :math:`\hat\beta`.
@@ -214,6 +218,9 @@ def proxy_dirichlet_loss_from_stats(
     check_student_stats(student_logits, stats)
     check_model_offset(model_offset)
     target_precision = proxy_target_precision(stats, precision=precision, target_offset=target_offset, eps=eps)
+    if isinstance(stats, TopKStatistics):  # the dense mean is built chunk by chunk, never for the whole batch
+        return apply_rowwise(_proxy_chunk, student_logits, stats.dense_log_mean_probs, target_precision.detach(),
+                             float(model_offset))
     return proxy_dirichlet_loss_from_target(student_logits, stats.log_mean_probs, target_precision, model_offset)
 
 

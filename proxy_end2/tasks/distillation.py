@@ -4,6 +4,9 @@
   and fairseq-validate, before the first step), never by fairseq-generate; kept in the task, so it is never a
   parameter of the student, never in the optimizer, the DDP wrapper or a checkpoint;
 * its statistics, attached to every train/valid batch under :data:`~proxy_end2.constants.TEACHER_STATS_KEY`;
+* or, with ``--teacher-cache DIR``, the statistics an offline run of the ensemble stored
+  (:mod:`proxy_end2.teacher_cache`): no teacher is loaded; each split is checked against the cache when it is
+  loaded (before training starts), and the batches get their cached rows when they are collated;
 * ``--student-init``: the student starts from a trained model (fairseq-train only);
 * uncertainty-aware generation: fairseq's beam search (or, with ``--score-reference``, fairseq's reference
   scorer), then one teacher-forced re-scoring pass whose SU-/TU- lines an
@@ -36,13 +39,15 @@ from fairseq.dataclass.utils import gen_parser_from_dataclass
 
 from ..checkpoint_recovery import DEFAULT_RESTORE_FILE, prepare_resume
 from ..checkpoints import check_checkpoint_fits_model, check_checkpoints_fit_task, initialise_from_checkpoint
-from ..constants import TEACHER_STATS_KEY
+from ..constants import TEACHER_CACHE_KEY, TEACHER_STATS_KEY
 from ..generation.output import UncertaintyWriter, uncertainty_path
 from ..generation.rescoring import DEFAULT_MEMORY_MB
 from ..generation.uncertainty_sequence_generator import UncertaintySequenceGenerator
 from ..generation.uncertainty_sequence_scorer import UncertaintySequenceScorer
+from ..teacher_cache.store import CacheExpectation, TeacherCacheSplit, data_fingerprint, teacher_fingerprints
 from ..teachers import TEACHER_DTYPES, TeacherEnsemble, split_teacher_paths
 from ..uncertainty.sequence import sequence_measure_names, token_measure_names
+from ..uncertainty.topk import TopKStatistics
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +88,20 @@ class DistillationConfig(FairseqDataclass):
     teacher_model_overrides: str = field(
         default="{}",
         metadata={"help": "a python dict literal of model args to override when loading the teachers"},
+    )
+    teacher_cache: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "train from an offline teacher cache built by proxy-end2-teacher-cache (the top-k of the "
+            "ensemble mean, its tail mass, MKL, EPKL and expected entropy per target token) instead of running "
+            "the teachers: no teacher is loaded. Every split the run loads must be in the cache; a cache built "
+            "from other data, dictionaries or (with --teacher-paths, checked by sha256, not loaded) other "
+            "teachers is refused. Proxy and KL criteria only"
+        },
+    )
+    teacher_cache_topk: Optional[int] = field(
+        default=None,
+        metadata={"help": "with --teacher-cache: refuse a cache that does not keep exactly this many classes per token"},
     )
     # generation (fairseq-generate --task ...distillation); GenerationConfig is closed to plugins
     no_uncertainty: bool = field(
@@ -142,6 +161,8 @@ class DistillationTaskMixin:
         self.uncertainty_writer: Optional[UncertaintyWriter] = None
         self._building_model = False
         self._warned_batch_multiple = False
+        self._cache_splits: dict = {}  # split -> TeacherCacheSplit, opened and checked once
+        self._teacher_fingerprints = None
         self.check_model_paths()
 
     def get_batch_iterator(self, dataset, max_tokens=None, max_sentences=None, max_positions=None,
@@ -181,7 +202,16 @@ class DistillationTaskMixin:
         # a legacy task's build_criterion(args) takes no from_checkpoint: pass it only when set
         criterion = super().build_criterion(cfg, **({"from_checkpoint": True} if from_checkpoint else {}))
         opts = self.distillation_options
-        if getattr(criterion, "requires_teachers", False):
+        name = getattr(cfg, "_name", None) or getattr(cfg, "criterion", None)
+        if getattr(criterion, "requires_teachers", False) and opts.teacher_cache:
+            if not getattr(criterion, "supports_teacher_cache", False):
+                raise ValueError(
+                    f"criterion {name} needs every teacher's full distribution at every step, which a teacher "
+                    f"cache does not store (only the top-k of the ensemble mean): train it with the teachers online "
+                    f"(--teacher-paths, without --teacher-cache)"
+                )
+            logger.info(f"criterion {name} trains from the teacher cache {opts.teacher_cache}: no teacher loaded")
+        elif getattr(criterion, "requires_teachers", False):
             self.load_teachers()
         elif opts.teacher_paths:
             logger.warning(
@@ -211,12 +241,69 @@ class DistillationTaskMixin:
     def _with_teacher_stats(self, sample, criterion):
         if not getattr(criterion, "requires_teachers", False):
             return sample
-        teachers = self.load_teachers()
         sample = dict(sample)  # shallow copy: the caller's batch is left as it was
-        stats_dtype = torch.float64 if self.distillation_options.teacher_stats_dtype == "fp64" else torch.float32
+        opts = self.distillation_options
+        if opts.teacher_cache:
+            sample[TEACHER_STATS_KEY] = self._cached_statistics(sample)
+            return sample
+        teachers = self.load_teachers()
+        stats_dtype = torch.float64 if opts.teacher_stats_dtype == "fp64" else torch.float32
         sample[TEACHER_STATS_KEY] = teachers.statistics(sample["net_input"], stats_dtype=stats_dtype,
                                                         sample_ids=sample.get("id"))
         return sample
+
+    # ------------------------------------------------------------------------------------------------
+    # offline teacher cache (--teacher-cache)
+
+    def load_dataset(self, split, epoch=1, combine=False, **kwargs):
+        super().load_dataset(split, epoch=epoch, combine=combine, **kwargs)
+        if self.distillation_options.teacher_cache:
+            from ..teacher_cache.dataset import TeacherCacheDataset
+
+            cache = self.open_teacher_cache(split, self.datasets[split])
+            self.datasets[split] = TeacherCacheDataset(self.datasets[split], cache, self.target_dictionary.pad())
+
+    def cache_target_lengths(self, dataset):
+        """Target tokens (EOS included) of every sentence of ``dataset``, as the cache stores them."""
+        if getattr(dataset, "tgt_sizes", None) is None:
+            raise ValueError(f"--teacher-cache needs a dataset with target sizes (tgt_sizes); {type(dataset).__name__} "
+                             "has none")
+        return dataset.tgt_sizes
+
+    def open_teacher_cache(self, split: str, dataset) -> TeacherCacheSplit:
+        """Open the cache of ``split`` once and check it against the data, dictionaries, teachers and k."""
+        if split in self._cache_splits:
+            return self._cache_splits[split]
+        opts = self.distillation_options
+        paths = utils.split_paths(opts.data)
+        if len(paths) != 1:
+            raise ValueError(f"--teacher-cache needs one data directory, got {len(paths)} ({opts.data})")
+        if opts.teacher_paths and self._teacher_fingerprints is None:
+            self._teacher_fingerprints = teacher_fingerprints(split_teacher_paths(opts.teacher_paths))
+        cache = TeacherCacheSplit(opts.teacher_cache, split)
+        cache.check(CacheExpectation(
+            split=split, num_classes=len(self.target_dictionary), target_lengths=self.cache_target_lengths(dataset),
+            data=data_fingerprint(paths[0], split), teachers=self._teacher_fingerprints, topk=opts.teacher_cache_topk,
+            settings={"truncate_source": bool(getattr(opts, "truncate_source", False))}))
+        m = cache.manifest
+        for other in self._cache_splits.values():  # every split from the same teachers and k
+            if any(other.manifest[key] != m[key] for key in ("teachers", "topk", "num_members", "settings")):
+                raise ValueError(f"--teacher-cache: the caches of splits {other.split!r} and {split!r} were built "
+                                 "from other teachers or with another --topk; build them again together")
+        logger.info(f"teacher cache {opts.teacher_cache} [{split}]: {m['sentences']} sentences, {m['tokens']} target "
+                    f"tokens, top {m['topk']} of K = {m['num_classes']}, {m['num_members']} teachers "
+                    f"({', '.join(t['path'] for t in m['teachers'])})"
+                    + (f"; {cache.missing} sentences not cached" if cache.missing else ""))
+        self._cache_splits[split] = cache
+        return cache
+
+    def _cached_statistics(self, sample) -> TopKStatistics:
+        fields = sample.get(TEACHER_CACHE_KEY)
+        if fields is None:
+            raise ValueError("--teacher-cache: this batch carries no cached teacher statistics (its dataset was not "
+                             "loaded by this task's load_dataset)")
+        cache = next(iter(self._cache_splits.values()))
+        return TopKStatistics(**fields, num_classes=cache.num_classes, num_members=cache.num_members)
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
         sample = self._with_teacher_stats(sample, criterion)

@@ -41,6 +41,11 @@ class SpeechToTextDistillationTask(DistillationTaskMixin, SpeechToTextTask):
         SpeechToTextTask.add_args(parser)
         add_distillation_args(parser)
 
+    def open_teacher_cache(self, split, dataset):
+        """Not supported yet: the speech dataset has no per-sentence target sizes for the cache's rows."""
+        raise ValueError(f"--teacher-cache is not supported by --task {self.task_name} yet (split {split!r}); "
+                         "train with the teachers online (--teacher-paths, without --teacher-cache)")
+
     def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None, **kwargs):
         """fairseq's S2T generator, or the uncertainty generator (see
         :meth:`~proxy_end2.tasks.distillation.DistillationTaskMixin.uncertainty_generator_class`).

@@ -3,6 +3,7 @@
 * :mod:`.ensemble`: streaming sufficient statistics of an ensemble and its uncertainty measures;
 * :mod:`.dirichlet`: Prior-Network (Dirichlet) parametrisation, entropy, KL, density, uncertainty;
 * :mod:`.proxy`: the Proxy-Dirichlet precision of the ensemble;
+* :mod:`.topk`: the top-k compression of the statistics that an offline teacher cache stores;
 * :mod:`.sequence`: token- and sequence-level measures of autoregressive hypotheses (ensembles, "pe"/"ep",
   and Prior Networks).
 """
@@ -23,6 +24,7 @@ from .ensemble import (
     ensemble_uncertainty,
 )
 from .proxy import PRECISION_CHOICES, proxy_precision, proxy_target_precision
+from .topk import TopKStatistics, topk_statistics
 from .sequence import (
     ENSEMBLE_SEQUENCE_KEYS,
     ENSEMBLE_TOKEN_KEYS,
@@ -49,6 +51,8 @@ __all__ = [
     "PRECISION_CHOICES",
     "proxy_precision",
     "proxy_target_precision",
+    "TopKStatistics",
+    "topk_statistics",
     "ENSEMBLE_SEQUENCE_KEYS",
     "ENSEMBLE_TOKEN_KEYS",
     "PRIOR_NETWORK_SEQUENCE_KEYS",

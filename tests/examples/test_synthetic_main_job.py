@@ -4,7 +4,8 @@ import sys
 
 import pytest
 
-from main_job import ensemble_targets, read_hypotheses, summarise
+from config import parse_config
+from main_job import ensemble_targets, read_hypotheses, student_steps, summarise
 from step_runner import Step, StepRunner
 
 
@@ -113,3 +114,38 @@ def test_summary_table_has_one_row_per_model():
     assert rows[0].startswith("| model | BLEU ID |")
     assert rows[1] == "| ensemble | 60.0 | 50.0 | 80.0 | 81.0 | 70.0 | 71.0 | 50.0 | 45.0 |"
     assert rows[2].startswith("| Proxy-EnD^2 | 59.5 |")
+
+
+def test_teacher_cache_is_built_once_for_the_criteria_that_support_it(tmp_path):
+    cfg = parse_config(["--teacher-cache", "--cache-topk", "16", "--student-seed", "8"])
+    teachers = [tmp_path / "t1.pt", tmp_path / "t2.pt"]
+    steps, students = student_steps(cfg, tmp_path / "data-bin", tmp_path, teachers, ["teacher1", "teacher2"])
+    by_name = {step.name: step for step in steps}
+    cache_step = by_name["teacher_cache_data-bin_top16"]
+    assert cache_step.after == ("teacher1", "teacher2") and "--topk" in cache_step.cmd
+    cache_dir = tmp_path / "teacher_cache" / "data-bin-top16"
+    assert set(students) == {"proxy_dirichlet_distillation-cache-seed8", "ensemble_kl_distillation-cache-seed8",
+                             "dirichlet_nll_distillation-seed8"}  # EnD^2 cannot use the cache: online
+    for name, (step_name, _) in students.items():
+        command = by_name[step_name].cmd
+        assert (cache_dir in command) == ("-cache" in name)
+        assert by_name[step_name].after == ((cache_step.name,) if "-cache" in name else ("teacher1", "teacher2"))
+    assert not any(s.name.startswith("teacher_cache") for s in student_steps(
+        parse_config([]), tmp_path / "data-bin", tmp_path, teachers, ["teacher1"])[0])
+
+
+def test_seed_comparison_groups_students_by_name_and_seed(tmp_path):
+    import json
+
+    from compare_seeds import rows
+
+    for name, bleu in (("proxy", 70.0), ("proxy-seed8", 71.0), ("proxy-seed9", 72.0), ("proxy-cache", 60.0),
+                       ("proxy-cache-seed8", 62.0)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "report.json").write_text(json.dumps(_report(bleu, 90.0, 80.0, 40.0)))
+    table = rows(tmp_path, ["proxy", "proxy-cache"])
+    assert "| proxy | 3 | BLEU ID | 71.00 | 1.00 | 70.0, 71.0, 72.0 |" in table
+    assert "| proxy-cache | 2 | BLEU ID | 61.00 | 1.41 | 60.0, 62.0 |" in table
+    assert "| proxy | 3 | ROC-AUC perm: MI | 91.00 | 0.00 | 91.0, 91.0, 91.0 |" in table
+    with pytest.raises(SystemExit, match="no report of kl"):
+        rows(tmp_path, ["kl"])

@@ -108,6 +108,12 @@ def test_criterion_without_teachers_is_a_clear_error(tiny_s2t_data):
         task.build_criterion(cfg.criterion)
 
 
+def test_teacher_cache_is_refused_before_training(tiny_s2t_data, tmp_path):
+    _, task = _task(tiny_s2t_data, [], "--teacher-cache", str(tmp_path))
+    with pytest.raises(ValueError, match="--teacher-cache is not supported by --task speech_to_text_distillation"):
+        task.load_dataset("dev")
+
+
 @pytest.fixture(scope="module")
 def reordered_teacher(tiny_s2t_data, s2t_teachers, tmp_path_factory):
     """Teacher 1 as if trained on data whose vocabulary has the same symbols in another order (its checkpoint
