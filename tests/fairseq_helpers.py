@@ -62,3 +62,16 @@ def assert_statistics_match_stacked_members(stats, checkpoints, task, sample) ->
     torch.testing.assert_close(stats.log_mean_probs, expected.log_mean_probs, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(stats.mkl(), expected.mkl(), rtol=1e-4, atol=1e-6)
     assert stats.log_mean_probs.shape[:2] == sample["target"].shape
+
+
+def assert_incremental_decoding_matches(model, batch, encoder_out, steps: int) -> None:
+    """Decoding ``steps`` tokens one at a time with fairseq's incremental state gives the full pass's outputs."""
+    import torch
+
+    full, _ = model(**batch)
+    state = {}
+    outs = []
+    for t in range(steps):
+        out, _ = model.decoder(batch["prev_output_tokens"][:, : t + 1], encoder_out=encoder_out, incremental_state=state)
+        outs.append(out[:, -1])
+    torch.testing.assert_close(torch.stack(outs, 1), full, rtol=1e-4, atol=1e-5)

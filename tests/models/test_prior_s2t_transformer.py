@@ -5,7 +5,7 @@ import torch
 
 from fairseq import tasks
 
-from fairseq_helpers import assert_dirichlet_read_out, build_s2t_cfg
+from fairseq_helpers import assert_dirichlet_read_out, assert_incremental_decoding_matches, build_s2t_cfg
 from proxy_end2.models.prior_s2t_transformer import PriorS2TTransformerDecoder, PriorS2TTransformerModel
 from speech_data import TINY_S2T_MODEL
 
@@ -84,14 +84,8 @@ def test_incremental_decoding_matches_full_forward(tiny_s2t_data):
     task, model = _build(tiny_s2t_data)
     model.eval()
     batch = _batch(task, bsz=2, tgt_len=4)
-    full, _ = model(**batch)
     enc = model.encoder(batch["src_tokens"], batch["src_lengths"])
-    state = {}
-    steps = []
-    for t in range(4):
-        out, _ = model.decoder(batch["prev_output_tokens"][:, : t + 1], encoder_out=enc, incremental_state=state)
-        steps.append(out[:, -1])
-    torch.testing.assert_close(torch.stack(steps, 1), full, rtol=1e-4, atol=1e-5)
+    assert_incremental_decoding_matches(model, batch, enc, steps=4)
 
 
 def test_take_over_keeps_the_function(tiny_s2t_data):

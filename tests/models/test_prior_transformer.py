@@ -3,7 +3,7 @@ import pytest
 import torch
 
 
-from fairseq_helpers import assert_dirichlet_read_out, build_task_and_model
+from fairseq_helpers import assert_dirichlet_read_out, assert_incremental_decoding_matches, build_task_and_model
 from proxy_end2.models.prior_transformer import PriorTransformerDecoder, PriorTransformerModel
 
 ARCHS = ("prior_transformer_tiny", "prior_transformer", "prior_transformer_wmt_en_de", "prior_transformer_wmt_en_de_big")
@@ -76,14 +76,8 @@ def test_incremental_decoding_matches_full_forward(tiny_data):
     _, task, model = build_task_and_model(tiny_data, ["--task", "translation", "--arch", "prior_transformer_tiny"])
     model.eval()
     batch = _batch(task, bsz=2, tgt_len=4)
-    full, _ = model(**batch)
     enc = model.encoder(batch["src_tokens"], src_lengths=batch["src_lengths"])
-    state = {}
-    steps = []
-    for t in range(4):
-        out, _ = model.decoder(batch["prev_output_tokens"][:, : t + 1], encoder_out=enc, incremental_state=state)
-        steps.append(out[:, -1])
-    torch.testing.assert_close(torch.stack(steps, 1), full, rtol=1e-4, atol=1e-5)
+    assert_incremental_decoding_matches(model, batch, enc, steps=4)
 
 
 def test_bad_options_are_rejected(tiny_data):
